@@ -1,0 +1,38 @@
+# The README's two commands: `make book` and `make test`. Both set up .venv first when needed.
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup test book bench lint format clean
+
+setup:
+	@bash scripts/setup.sh
+
+lint: setup
+	ruff check lib tests chapters benchmarks scripts
+	ruff format --check lib tests chapters benchmarks scripts
+
+format: setup
+	ruff format lib tests chapters benchmarks scripts
+	ruff check --fix lib tests chapters benchmarks scripts
+
+## make test: lint, the library's tests, and every chapter executed with quick=True (checked by nbval).
+test: setup
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint && \
+	bash scripts/run_chapters.sh prepare && \
+	python -m pytest tests executed --nbval-lax -p no:cacheprovider; \
+	status=$$?; echo "make test: $$(( $$(date +%s) - start )) s elapsed"; exit $$status
+
+## make book: execute every chapter at full size (QUICK=True for a fast build) and build the site.
+book: setup
+	bash scripts/run_chapters.sh execute
+	bash scripts/build_book.sh
+
+## make bench: speed against peer libraries (installs the optional peers first).
+bench: setup
+	python -m pip install -q -r benchmarks/requirements.txt
+	python benchmarks/patching.py
+
+clean:
+	rm -rf executed book/_build

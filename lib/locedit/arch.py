@@ -1,0 +1,224 @@
+"""Where each model family keeps its parts.
+
+This is the only module in ``locedit`` that knows Hugging Face module names. Every other module asks an
+:class:`ArchSpec` for a part ("the MLP output projection of layer 7") and gets the ``nn.Module`` back.
+
+To support a new family, add one entry to :data:`FAMILIES` below (keyed by ``config.model_type``) and, for the
+patching engine's layer-by-layer runs, nothing else: the decoder layers are called through their own ``forward``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+#: The sites a hook can address. ``z`` is per head, ``mlp_act`` and ``mlp_up`` are per neuron.
+SITES: tuple[str, ...] = (
+    "embed",  # output of the token embedding, [batch, seq, d_model]
+    "resid_pre",  # input of block l, [batch, seq, d_model]
+    "resid_post",  # output of block l, [batch, seq, d_model]
+    "attn_out",  # what attention adds to the residual stream at block l, [batch, seq, d_model]
+    "z",  # per-head attention output before the output projection, [batch, seq, n_heads, head_dim]
+    "mlp_out",  # what the MLP adds to the residual stream at block l, [batch, seq, d_model]
+    "mlp_act",  # MLP neuron activations = input of the MLP output projection, [batch, seq, d_mlp]
+    "mlp_up",  # output of the MLP up (input) projection, before the product with the gate, [batch, seq, d_mlp]
+)
+
+
+@dataclass(frozen=True)
+class FamilyTable:
+    """Dotted module paths for one model family.
+
+    Paths marked "block-relative" are looked up inside ``blocks[l]``; the others from the ``*ForCausalLM`` root.
+    ``attn_out`` and ``mlp_out`` name the module whose output is exactly what is added to the residual stream
+    (for Gemma 3 that is the post-norm, not the attention module itself).
+    """
+
+    blocks: str
+    embed: str
+    final_norm: str
+    unembed: str
+    attn: str  # block-relative
+    attn_out: str  # block-relative
+    attn_o_proj: str  # block-relative; its input is the per-head z
+    mlp: str  # block-relative
+    mlp_out: str  # block-relative
+    mlp_up: str  # block-relative; output = up projection
+    mlp_gate: str | None  # block-relative; None for ungated MLPs
+    mlp_down: str  # block-relative; input = neuron activations (ROME's key), output = value
+    mlp_act_fn: str  # block-relative
+    weights_transposed: bool = False  # GPT-2's Conv1D stores weights as [in, out]
+    parallel_attn_mlp: bool = False  # attention and MLP read the same residual (GPT-J, GPT-NeoX)
+
+
+_LLAMA_LIKE = FamilyTable(
+    blocks="model.layers",
+    embed="model.embed_tokens",
+    final_norm="model.norm",
+    unembed="lm_head",
+    attn="self_attn",
+    attn_out="self_attn",
+    attn_o_proj="self_attn.o_proj",
+    mlp="mlp",
+    mlp_out="mlp",
+    mlp_up="mlp.up_proj",
+    mlp_gate="mlp.gate_proj",
+    mlp_down="mlp.down_proj",
+    mlp_act_fn="mlp.act_fn",
+)
+
+FAMILIES: dict[str, FamilyTable] = {
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "gemma3_text": FamilyTable(
+        blocks="model.layers",
+        embed="model.embed_tokens",
+        final_norm="model.norm",
+        unembed="lm_head",
+        attn="self_attn",
+        attn_out="post_attention_layernorm",
+        attn_o_proj="self_attn.o_proj",
+        mlp="mlp",
+        mlp_out="post_feedforward_layernorm",
+        mlp_up="mlp.up_proj",
+        mlp_gate="mlp.gate_proj",
+        mlp_down="mlp.down_proj",
+        mlp_act_fn="mlp.act_fn",
+    ),
+    "gpt2": FamilyTable(
+        blocks="transformer.h",
+        embed="transformer.wte",
+        final_norm="transformer.ln_f",
+        unembed="lm_head",
+        attn="attn",
+        attn_out="attn",
+        attn_o_proj="attn.c_proj",
+        mlp="mlp",
+        mlp_out="mlp",
+        mlp_up="mlp.c_fc",
+        mlp_gate=None,
+        mlp_down="mlp.c_proj",
+        mlp_act_fn="mlp.act",
+        weights_transposed=True,
+    ),
+    "gptj": FamilyTable(
+        blocks="transformer.h",
+        embed="transformer.wte",
+        final_norm="transformer.ln_f",
+        unembed="lm_head",
+        attn="attn",
+        attn_out="attn",
+        attn_o_proj="attn.out_proj",
+        mlp="mlp",
+        mlp_out="mlp",
+        mlp_up="mlp.fc_in",
+        mlp_gate=None,
+        mlp_down="mlp.fc_out",
+        mlp_act_fn="mlp.act",
+        parallel_attn_mlp=True,
+    ),
+    "gpt_neox": FamilyTable(
+        blocks="gpt_neox.layers",
+        embed="gpt_neox.embed_in",
+        final_norm="gpt_neox.final_layer_norm",
+        unembed="embed_out",
+        attn="attention",
+        attn_out="attention",
+        attn_o_proj="attention.dense",
+        mlp="mlp",
+        mlp_out="mlp",
+        mlp_up="mlp.dense_h_to_4h",
+        mlp_gate=None,
+        mlp_down="mlp.dense_4h_to_h",
+        mlp_act_fn="mlp.act",
+        parallel_attn_mlp=True,
+    ),
+}
+# gemma3 multimodal checkpoints report "gemma3"; their text model has the same layout under model.language_model,
+# which we do not address yet. Text-only Gemma 3 (270M, 1B) reports "gemma3_text".
+
+
+class UnsupportedArchitectureError(ValueError):
+    """The model's family has no entry in :data:`FAMILIES`."""
+
+
+def _first(config, *names: str, default=None):
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A model family's table plus the sizes read from its config."""
+
+    family: str
+    table: FamilyTable
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    vocab_size: int
+
+    @property
+    def gated_mlp(self) -> bool:
+        return self.table.mlp_gate is not None
+
+    # --- module lookup -------------------------------------------------------------------------------------------
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        return model.get_submodule(self.table.blocks)
+
+    def block(self, model: nn.Module, layer: int) -> nn.Module:
+        self.check_layer(layer)
+        return self.blocks(model)[layer]
+
+    def part(self, model: nn.Module, name: str, layer: int | None = None) -> nn.Module:
+        """The module called ``name`` (a :class:`FamilyTable` field) at ``layer`` (block-relative fields only)."""
+        path = getattr(self.table, name, None)
+        if not isinstance(path, str):
+            raise ValueError(f"family {self.family!r} has no part {name!r}")
+        if name in ("blocks", "embed", "final_norm", "unembed"):
+            return model.get_submodule(path)
+        if layer is None:
+            raise ValueError(f"part {name!r} needs a layer")
+        return self.block(model, layer).get_submodule(path)
+
+    def unembedding(self, model: nn.Module) -> torch.Tensor:
+        """The unembedding matrix W_U as [vocab, d_model] (tied to the embeddings for SmolLM2)."""
+        return self.part(model, "unembed").weight
+
+    def check_layer(self, layer: int) -> None:
+        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise IndexError(f"layer {layer!r} out of range: this model has layers 0..{self.n_layers - 1}")
+
+
+def spec_for(model: nn.Module) -> ArchSpec:
+    """Build the :class:`ArchSpec` of a Hugging Face causal LM from its config."""
+    config = model.config
+    family = getattr(config, "model_type", None)
+    if family not in FAMILIES:
+        raise UnsupportedArchitectureError(
+            f"model family {family!r} is not supported; supported families: {', '.join(sorted(FAMILIES))}. "
+            "To add one, put a FamilyTable for it in FAMILIES in lib/locedit/arch.py (the only place that names "
+            "modules)."
+        )
+    d_model = _first(config, "hidden_size", "n_embd", "d_model")
+    n_heads = _first(config, "num_attention_heads", "n_head")
+    return ArchSpec(
+        family=family,
+        table=FAMILIES[family],
+        n_layers=_first(config, "num_hidden_layers", "n_layer"),
+        d_model=d_model,
+        d_mlp=_first(config, "intermediate_size", "n_inner", default=None) or 4 * d_model,
+        n_heads=n_heads,
+        n_kv_heads=_first(config, "num_key_value_heads", default=n_heads),
+        head_dim=_first(config, "head_dim", default=None) or d_model // n_heads,
+        vocab_size=config.vocab_size,
+    )

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Build the Jupyter Book site (book/_build/html) from the executed notebooks in executed/.
+# Run after the chapters have been executed (papermill, PLOTLY_RENDERER=plotly_mimetype+notebook).
+#   scripts/build_book.sh            # what `make book` calls
+#   BOOK_STRICT=1 scripts/build_book.sh   # turn Sphinx warnings into errors
+# Works offline: web assets come from npm once (scripts/fetch_web_assets.sh) and are reused.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+if [[ -x "$ROOT/.venv/bin/jupyter-book" ]] && ! command -v jupyter-book >/dev/null; then
+  export PATH="$ROOT/.venv/bin:$PATH"
+fi
+command -v jupyter-book >/dev/null || { echo "build_book: jupyter-book not found (pip install jupyter-book==1.0.4.post1)" >&2; exit 1; }
+PY="$(dirname "$(command -v jupyter-book)")/python"
+
+scripts/fetch_web_assets.sh
+
+# Copy the executed notebooks into the book source and write the toc the build uses: book/_toc.yml
+# minus the chapters that do not exist yet (no chapters/<name>.py and no executed notebook).
+# Plotly's HTML renderer always adds <script src="https://cdnjs…/mathjax/…"> to each figure; the copies
+# drop it (offline it fails, online it would load a second MathJax over the page's own).
+rm -rf book/chapters && mkdir -p book/chapters book/_build
+"$PY" - <<'PY'
+import json, pathlib, re, sys, yaml
+CDN_MATHJAX = re.compile(r'<script[^>]*src="https?://[^"]*/mathjax[^"]*"[^>]*>\s*</script>')
+def copy_notebook(src, dst):
+    nb = json.loads(src.read_text())
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            html = out.get("data", {}).get("text/html")
+            if html is not None:
+                text = "".join(html) if isinstance(html, list) else html
+                out["data"]["text/html"] = CDN_MATHJAX.sub("", text)
+    dst.write_text(json.dumps(nb))
+toc = yaml.safe_load(open("book/_toc.yml"))
+missing = []
+def keep(entry):
+    f = entry.get("file", "")
+    if not f.startswith("chapters/"):
+        return True
+    name = f.split("/", 1)[1]
+    nb = pathlib.Path("executed", name + ".ipynb")
+    if nb.exists():
+        copy_notebook(nb, pathlib.Path("book/chapters", name + ".ipynb"))
+        return True
+    if pathlib.Path("chapters", name + ".py").exists():
+        missing.append(str(nb))
+    return False
+for part in toc.get("parts", []):
+    part["chapters"] = [c for c in part.get("chapters", []) if keep(c)]
+toc["parts"] = [p for p in toc.get("parts", []) if p["chapters"]]
+if not toc["parts"]:
+    del toc["parts"]
+if missing:
+    sys.exit("build_book: chapters not executed yet: " + ", ".join(missing))
+yaml.safe_dump(toc, open("book/_build/_toc.yml", "w"), sort_keys=False)
+print("build_book: chapters:", ", ".join(sorted(p.stem for p in pathlib.Path("book/chapters").glob("*.ipynb"))) or "none")
+PY
+
+strict=()
+if [[ "${BOOK_STRICT:-0}" == 1 ]]; then strict=(-W --keep-going); fi
+jupyter-book build "$ROOT/book" --config "$ROOT/_config.yml" --toc "$ROOT/book/_build/_toc.yml" \
+  --path-output "$ROOT/book" ${strict[@]+"${strict[@]}"}
+
+# Offline check: no page may load a script or stylesheet from the network.
+html=book/_build/html
+if grep -rlE '<script[^>]+src="(https?:)?//|<link[^>]+rel="stylesheet"[^>]+href="(https?:)?//|cdn\.plot\.ly/plotly' "$html" --include='*.html'; then
+  echo "build_book: the pages above load JavaScript/CSS from the network (see grep hits)" >&2
+  exit 1
+fi
+echo "build_book: site ready: $html/index.html"
