@@ -2,6 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
+NOTEBOOKS := $(patsubst chapters/%.py,executed/%.ipynb,$(wildcard chapters/*.py))
 
 .PHONY: setup test book bench lint format clean
 
@@ -21,7 +22,7 @@ test: setup
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
 	bash scripts/run_chapters.sh prepare && \
-	python -m pytest tests executed --nbval-lax -p no:cacheprovider; \
+	python -m pytest tests $(NOTEBOOKS) --nbval-lax -p no:cacheprovider; \
 	status=$$?; echo "make test: $$(( $$(date +%s) - start )) s elapsed"; exit $$status
 
 ## make book: execute every chapter at full size (QUICK=True for a fast build) and build the site.

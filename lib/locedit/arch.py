@@ -3,12 +3,16 @@
 This is the only module in ``locedit`` that knows Hugging Face module names. Every other module asks an
 :class:`ArchSpec` for a part ("the MLP output projection of layer 7") and gets the ``nn.Module`` back.
 
-To support a new family, add one entry to :data:`FAMILIES` below (keyed by ``config.model_type``) and, for the
-patching engine's layer-by-layer runs, nothing else: the decoder layers are called through their own ``forward``.
+To support a new family, add one entry to :data:`FAMILIES` below (keyed by ``config.model_type``). For the
+patching engine's layer-by-layer runs (:mod:`locedit.patching`), add a small :class:`LayerAdapter` to
+:data:`LAYER_ADAPTERS` too: how to build a layer call's position embeddings and attention mask. The decoder layers
+themselves run through their own ``forward``; a family without an adapter still gets the position half of the
+engine (Hugging Face's cache API).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -124,7 +128,7 @@ FAMILIES: dict[str, FamilyTable] = {
         blocks="gpt_neox.layers",
         embed="gpt_neox.embed_in",
         final_norm="gpt_neox.final_layer_norm",
-        unembed="embed_out",
+        unembed="lm_head",  # "embed_out" before transformers 5; checkpoints are renamed on load
         attn="attention",
         attn_out="attention",
         attn_o_proj="attention.dense",
@@ -222,3 +226,104 @@ def spec_for(model: nn.Module) -> ArchSpec:
         head_dim=_first(config, "head_dim", default=None) or d_model // n_heads,
         vocab_size=config.vocab_size,
     )
+
+
+# --- calling decoder layers one at a time (used by locedit.patching) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerAdapter:
+    """How to run one family's decoder a layer at a time, exactly as its own ``forward`` does.
+
+    The patching engine (:mod:`locedit.patching`) calls ``blocks[l](hidden, cache=cache, **kwargs[l])`` itself so
+    that a batch row can join at the layer it is patched at, and a run can start at a position ``p > 0`` with the
+    keys/values of positions ``< p`` in ``cache`` (a Hugging Face ``Cache``). Each field is a function of the
+    ``*ForCausalLM`` module ``hf``:
+
+    - ``layer_kwargs(hf, like, attention_mask, cache, position_ids)`` → one dict per decoder layer: every keyword
+      argument but ``hidden_states`` and ``cache`` (the attention mask under ``"attention_mask"``). ``like`` is a
+      tensor [batch, query_length, d_model] of the run's dtype and device, ``attention_mask`` the 2-D padding mask
+      [batch, past + query_length] or ``None``, ``position_ids`` [1, query_length].
+    - ``embed_to_resid(hf, embedded, position_ids)`` → the residual stream entering layer 0 from the output of the
+      token embedding (the ``embed`` site): the identity for Llama and Gemma 3, ``+ wpe(position)`` for GPT-2.
+    - ``logits(hf, spec, hidden)`` → final norm, unembedding (and Gemma's soft-capping) of the last layer's output.
+    """
+
+    layer_kwargs: Callable[..., list[dict]]
+    embed_to_resid: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    logits: Callable[[nn.Module, ArchSpec, torch.Tensor], torch.Tensor]
+
+
+def _identity_embed(_hf: nn.Module, embedded: torch.Tensor, _position_ids: torch.Tensor) -> torch.Tensor:
+    return embedded
+
+
+def _plain_logits(hf: nn.Module, spec: ArchSpec, hidden: torch.Tensor) -> torch.Tensor:
+    logits = spec.part(hf, "unembed")(spec.part(hf, "final_norm")(hidden))
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _llama_layer_kwargs(hf, like, attention_mask, cache, position_ids) -> list[dict]:
+    from transformers.masking_utils import create_causal_mask
+
+    mask = create_causal_mask(
+        config=hf.config, inputs_embeds=like, attention_mask=attention_mask, cache=cache, position_ids=position_ids
+    )
+    rotary = hf.get_submodule("model.rotary_emb")(like, position_ids)
+    kwargs = {"attention_mask": mask, "position_embeddings": rotary, "position_ids": position_ids}
+    return [kwargs] * hf.config.num_hidden_layers
+
+
+def _gemma3_layer_kwargs(hf, like, attention_mask, cache, position_ids) -> list[dict]:
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    config = hf.config
+    if getattr(config, "use_bidirectional_attention", False):
+        raise NotImplementedError("layer-by-layer runs of Gemma 3 with bidirectional attention are not supported")
+    args = {
+        "config": config,
+        "inputs_embeds": like,
+        "attention_mask": attention_mask,
+        "cache": cache,
+        "position_ids": position_ids,
+    }
+    masks = {
+        "full_attention": create_causal_mask(**args),
+        "sliding_attention": create_sliding_window_causal_mask(**args),
+    }
+    rotary = hf.get_submodule("model.rotary_emb")
+    embeddings = {kind: rotary(like, position_ids, kind) for kind in set(config.layer_types)}
+    return [
+        {"attention_mask": masks[kind], "position_embeddings": embeddings[kind], "position_ids": position_ids}
+        for kind in config.layer_types[: config.num_hidden_layers]
+    ]
+
+
+def _gpt2_layer_kwargs(hf, like, attention_mask, cache, position_ids) -> list[dict]:
+    from transformers.masking_utils import create_causal_mask
+
+    mask = create_causal_mask(
+        config=hf.config, inputs_embeds=like, attention_mask=attention_mask, cache=cache, position_ids=position_ids
+    )
+    return [{"attention_mask": mask, "position_ids": position_ids}] * hf.config.num_hidden_layers
+
+
+def _gpt2_embed_to_resid(hf, embedded, position_ids):
+    hidden = embedded + hf.get_submodule("transformer.wpe")(position_ids).to(embedded.device)
+    return hf.get_submodule("transformer.drop")(hidden)
+
+
+#: Families whose decoder layers the patching engine can call one at a time (others get the position half only).
+LAYER_ADAPTERS: dict[str, LayerAdapter] = {
+    "llama": LayerAdapter(_llama_layer_kwargs, _identity_embed, _plain_logits),
+    "gemma3_text": LayerAdapter(_gemma3_layer_kwargs, _identity_embed, _plain_logits),
+    "gpt2": LayerAdapter(_gpt2_layer_kwargs, _gpt2_embed_to_resid, _plain_logits),
+}
+
+
+def layer_adapter(spec: ArchSpec) -> LayerAdapter | None:
+    """The :class:`LayerAdapter` of a model's family, or ``None`` if the family has none yet."""
+    return LAYER_ADAPTERS.get(spec.family)

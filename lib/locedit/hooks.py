@@ -80,7 +80,10 @@ def _as_index(index: Index, size: int, what: str) -> torch.Tensor:
         return torch.arange(size)
     if isinstance(index, slice):
         return torch.arange(size)[index]
-    tensor = torch.as_tensor(index, dtype=torch.long).cpu()
+    tensor = torch.as_tensor(index).cpu()
+    if tensor.dtype == torch.bool:  # a mask would silently be read as the indices 0 and 1
+        raise TypeError(f"{what}: pass indices, not a boolean mask (mask.nonzero() gives the indices)")
+    tensor = tensor.long()
     if tensor.dim() == 0:
         tensor = tensor[None]
     if tensor.numel() and (tensor.max() >= size or tensor.min() < -size):

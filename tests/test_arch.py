@@ -1,0 +1,168 @@
+"""locedit.arch: the family tables resolve to real modules whose shapes agree with the sizes read from the config."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import TINY_FAMILIES, tiny_config, tiny_model
+from locedit.arch import FAMILIES, FamilyTable, UnsupportedArchitectureError, spec_for
+
+BLOCK_RELATIVE = ("attn", "attn_out", "attn_o_proj", "mlp", "mlp_out", "mlp_up", "mlp_gate", "mlp_down", "mlp_act_fn")
+ROOT = ("blocks", "embed", "final_norm", "unembed")
+
+
+def _weight_in_out(module: nn.Module, transposed: bool) -> tuple[int, int]:
+    """(input size, output size) of a linear layer, whatever its storage layout."""
+    weight = module.weight
+    return (weight.shape[0], weight.shape[1]) if transposed else (weight.shape[1], weight.shape[0])
+
+
+def test_smollm2_sizes(smollm2):
+    spec = smollm2.spec
+    assert spec.family == "llama"
+    assert (spec.n_layers, spec.d_model, spec.d_mlp) == (30, 576, 1536)
+    assert (spec.n_heads, spec.n_kv_heads, spec.head_dim, spec.vocab_size) == (9, 3, 64, 49152)
+    assert spec.gated_mlp
+    assert len(spec.blocks(smollm2.hf)) == 30
+
+
+def test_gemma3_sizes_match_config_and_weights(gemma3):
+    spec, hf, config = gemma3.spec, gemma3.hf, gemma3.hf.config
+    assert spec.family == "gemma3_text"
+    assert (spec.n_layers, spec.d_model, spec.d_mlp) == (
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.intermediate_size,
+    )
+    assert (spec.n_heads, spec.n_kv_heads, spec.head_dim, spec.vocab_size) == (
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.head_dim,
+        config.vocab_size,
+    )
+    assert spec.n_layers == 18 and spec.vocab_size == 262144
+    # Gemma 3's head_dim is not d_model / n_heads: the spec must read it from the config
+    assert spec.head_dim * spec.n_heads != spec.d_model
+    _check_shapes(gemma3.spec, hf)
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_every_path_resolves_on_every_layer(family):
+    model = tiny_model(family)
+    spec, hf = model.spec, model.hf
+    assert spec.family == family
+    assert spec.n_layers == 2 and spec.d_model == 64 and spec.n_heads == 4
+    assert len(spec.blocks(hf)) == spec.n_layers
+    for name in ROOT:
+        assert isinstance(spec.part(hf, name), nn.Module)
+    for layer in range(spec.n_layers):
+        assert spec.block(hf, layer) is spec.blocks(hf)[layer]
+        for name in BLOCK_RELATIVE:
+            if getattr(spec.table, name) is None:
+                assert name == "mlp_gate" and not spec.gated_mlp
+                with pytest.raises(ValueError, match="no part"):
+                    spec.part(hf, name, layer)
+                continue
+            module = spec.part(hf, name, layer)
+            assert isinstance(module, nn.Module)
+            assert module is spec.block(hf, layer).get_submodule(getattr(spec.table, name))
+    # distinct layers give distinct modules
+    assert spec.part(hf, "mlp_down", 0) is not spec.part(hf, "mlp_down", 1)
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_shapes_agree_with_config(family):
+    model = tiny_model(family)
+    _check_shapes(model.spec, model.hf)
+
+
+def _check_shapes(spec, hf):
+    transposed = spec.table.weights_transposed
+    for layer in (0, spec.n_layers - 1):
+        assert _weight_in_out(spec.part(hf, "mlp_down", layer), transposed) == (spec.d_mlp, spec.d_model)
+        assert _weight_in_out(spec.part(hf, "mlp_up", layer), transposed) == (spec.d_model, spec.d_mlp)
+        if spec.gated_mlp:
+            assert _weight_in_out(spec.part(hf, "mlp_gate", layer), transposed) == (spec.d_model, spec.d_mlp)
+        assert _weight_in_out(spec.part(hf, "attn_o_proj", layer), transposed) == (
+            spec.n_heads * spec.head_dim,
+            spec.d_model,
+        )
+    assert spec.unembedding(hf).shape == (spec.vocab_size, spec.d_model)
+    assert spec.part(hf, "embed").weight.shape == (spec.vocab_size, spec.d_model)
+    # the final norm acts on d_model vectors
+    x = torch.randn(3, spec.d_model, dtype=spec.unembedding(hf).dtype)
+    with torch.no_grad():
+        assert spec.part(hf, "final_norm")(x).shape == x.shape
+
+
+def test_kv_heads_read_from_config():
+    spec = tiny_model("llama").spec
+    assert (spec.n_heads, spec.n_kv_heads) == (4, 2)
+    assert tiny_model("gpt2").spec.n_kv_heads == 4  # no grouped-query attention: as many KV heads as heads
+
+
+def test_family_flags():
+    assert FAMILIES["gpt2"].weights_transposed
+    assert FAMILIES["gptj"].parallel_attn_mlp and FAMILIES["gpt_neox"].parallel_attn_mlp
+    assert not FAMILIES["llama"].parallel_attn_mlp
+    for table in FAMILIES.values():
+        assert isinstance(table, FamilyTable)
+        for field in fields(FamilyTable):
+            value = getattr(table, field.name)
+            assert value is None or isinstance(value, (str, bool)), field.name
+
+
+def _assert_unsupported(err: pytest.ExceptionInfo, family: str) -> None:
+    message = str(err.value)
+    assert repr(family) in message
+    for name in FAMILIES:
+        assert name in message
+    assert "lib/locedit/arch.py" in message
+
+
+def test_unsupported_family_bert():
+    from transformers import BertConfig, BertForMaskedLM
+
+    bert = BertForMaskedLM(
+        BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=64)
+    )
+    with pytest.raises(UnsupportedArchitectureError) as err:
+        spec_for(bert)
+    _assert_unsupported(err, "bert")
+    assert isinstance(err.value, ValueError)
+
+
+def test_unsupported_family_fake_mamba():
+    fake = SimpleNamespace(config=SimpleNamespace(model_type="mamba", hidden_size=8, num_hidden_layers=1))
+    with pytest.raises(UnsupportedArchitectureError) as err:
+        spec_for(fake)
+    _assert_unsupported(err, "mamba")
+
+
+@pytest.mark.parametrize("layer", [-1, 2, 100, 1.0, "1"])
+def test_layer_out_of_range(layer):
+    model = tiny_model("llama")
+    with pytest.raises(IndexError, match=r"0\.\.1"):
+        model.spec.block(model.hf, layer)
+    with pytest.raises(IndexError):
+        model.spec.part(model.hf, "mlp_down", layer)
+
+
+def test_part_errors():
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="no part"):
+        model.spec.part(model.hf, "nonexistent", 0)
+    with pytest.raises(ValueError, match="needs a layer"):
+        model.spec.part(model.hf, "mlp_down")
+
+
+def test_gpt2_default_mlp_width():
+    # GPT-2 and GPT-J leave n_inner unset: the MLP is 4 * d_model wide
+    assert tiny_config("gpt2").n_inner is None
+    assert tiny_model("gpt2").spec.d_mlp == 256
+    assert tiny_model("gptj").spec.d_mlp == 256
