@@ -194,6 +194,12 @@ class ArchSpec:
             raise ValueError(f"part {name!r} needs a layer")
         return self.block(model, layer).get_submodule(path)
 
+    def weight(self, model: nn.Module, name: str, layer: int) -> torch.Tensor:
+        """The weight of a projection (``"mlp_up"``, ``"mlp_gate"``, ``"mlp_down"``, ``"attn_o_proj"``) as
+        [out_features, in_features], whatever the family stores (GPT-2's Conv1D keeps [in, out]); a view."""
+        weight = self.part(model, name, layer).weight
+        return weight.T if self.table.weights_transposed else weight
+
     def unembedding(self, model: nn.Module) -> torch.Tensor:
         """The unembedding matrix W_U as [vocab, d_model] (tied to the embeddings for SmolLM2)."""
         return self.part(model, "unembed").weight

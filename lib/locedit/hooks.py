@@ -121,8 +121,8 @@ class Intervention:
         if self.index is not None and self.site.name not in ("z", "mlp_act", "mlp_up"):
             raise ValueError(f"index selects heads or neurons; site {self.site} has neither")
 
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Return a changed copy of the activation ``x`` ([batch, seq, ...])."""
+    def apply(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Return the activation ``x`` ([batch, seq, ...]) changed: a copy, or ``x`` itself when ``inplace``."""
         selector = _selector(x, self.rows, self.positions, self.index, str(self.site))
         current = x[selector]
         value = self.value(current) if callable(self.value) else self.value
@@ -140,7 +140,7 @@ class Intervention:
                 new = current + value
             else:
                 new = current * value
-        out = x.clone()
+        out = x if inplace else x.clone()
         out[selector] = new
         return out
 
@@ -208,8 +208,10 @@ def _site_function(
 
     def fn(x: torch.Tensor) -> torch.Tensor:
         shaped = x.reshape(*x.shape[:-1], spec.n_heads, spec.head_dim) if heads else x
-        for intervention in interventions:
-            shaped = intervention.apply(shaped)
+        if interventions:
+            shaped = shaped.clone()  # one copy per site, however many interventions it carries
+            for intervention in interventions:
+                shaped = intervention.apply(shaped, inplace=True)
         if cache is not None:
             cache[str(site)] = shaped.detach() if detach else shaped
         return shaped.reshape(x.shape) if heads else shaped
@@ -240,10 +242,14 @@ def run_with(
     inputs: dict[str, torch.Tensor],
     interventions: Sequence[Intervention] = (),
     record: Sequence[Site | str] = (),
+    **forward_kwargs,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One forward pass under :func:`patch`: returns (logits [batch, seq, vocab], recorded activations)."""
+    """One forward pass under :func:`patch`: returns (logits [batch, seq, vocab], recorded activations).
+
+    ``forward_kwargs`` go to the model's forward, e.g. ``logits_to_keep=1`` for the last position's logits only.
+    """
     with torch.no_grad(), patch(model, interventions, record) as cache:
-        logits = model.hf(**inputs).logits
+        logits = model.hf(**inputs, **forward_kwargs).logits
     return logits, cache
 
 

@@ -175,7 +175,7 @@ class Model:
     @torch.no_grad()
     def next_token_probs(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """Next-token probabilities after each prompt: [batch, vocab] (float32)."""
-        logits = self.hf(**self.encode(prompts)).logits[:, -1]
+        logits = self.hf(**self.encode(prompts), logits_to_keep=1).logits[:, -1]
         return logits.float().softmax(-1)
 
     def top_tokens(self, prompt: str, k: int = 5) -> list[tuple[str, float]]:
@@ -299,6 +299,31 @@ def load_model(
     """
     device = resolve_device(device)
     dtype = dtype or torch.float32
+    with _quiet_progress():
+        hf, tokenizer = _load(name, device, dtype, allow_download)
+    hf.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return Model(hf=hf, tokenizer=tokenizer, spec=spec_for(hf), name=name)
+
+
+@contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """Hide transformers' per-tensor progress bars (they render as widgets in notebooks) while loading."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load(name: str, device: torch.device, dtype: torch.dtype, allow_download: bool):
+    if not name:
+        raise ModelNotAvailableError(f"no model name given: use a built-in ({', '.join(BUILTINS)}) or a path")
     if name in BUILTINS:
         hf, tokenizer = _load_builtin(name, device, dtype)
     else:
@@ -315,10 +340,7 @@ def load_model(
                 "and not in the local Hugging Face cache. Download it once where there is a network, pass its "
                 f"local folder, or call load_model(..., allow_download=True).{hint}"
             ) from err
-    hf.eval()
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return Model(hf=hf, tokenizer=tokenizer, spec=spec_for(hf), name=name)
+    return hf, tokenizer
 
 
 def _load_builtin(name: str, device: torch.device, dtype: torch.dtype):

@@ -1,0 +1,326 @@
+"""The figures the chapters share.
+
+Two kinds, as the design asks:
+
+* **plotly** for large grids a reader wants to hover and zoom in the static book: :func:`layer_token_heatmap`
+  (any [layers, positions] array: patching effects, probabilities, ranks) and :func:`lens_heatmap` (the logit
+  lens, top token written in each cell).
+* **matplotlib** for paper-style static curves: :func:`layer_curve` (one value per layer, several series).
+
+One convention everywhere: **layers run up the y axis** (layer 0 at the bottom, as the residual stream flows up
+through the blocks) and **positions run along the x axis** in reading order, labelled ``"<position> <token>"``
+with a leading space shown as ``␣`` so ``" Paris"`` and ``"Paris"`` differ on screen. Pass ``layers_on="x"`` to
+transpose (ROME's causal-tracing figures put tokens on the y axis); hover text is the same either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+
+from locedit.hooks import all_sites, run_with
+from locedit.lens import decode
+from locedit.models import Model
+
+ArrayLike = torch.Tensor | np.ndarray | Sequence[Sequence[float]]
+
+
+def show_token(token: str) -> str:
+    """A token made visible: spaces as ``␣``, newlines and tabs escaped (``" Paris"`` → ``"␣Paris"``)."""
+    return token.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t") or "∅"
+
+
+def position_labels(tokens: Sequence[str], positions: Sequence[int] | None = None) -> list[str]:
+    """Axis labels ``"<position> <token>"`` for a prompt's tokens (unique even when a token repeats).
+
+    ``positions`` gives each token's position in the prompt when ``tokens`` is a selection (default ``0, 1, …``).
+    """
+    positions = range(len(tokens)) if positions is None else positions
+    return [f"{i} {show_token(t)}" for i, t in zip(positions, tokens, strict=True)]
+
+
+def lens_logprobs(model: Model, prompt: str, positions: Sequence[int] | None = None) -> torch.Tensor:
+    """Logit-lens log-probabilities [n_layers, len(positions), vocab] for one prompt, decoding only ``positions``
+    (default: all). Same numbers as :func:`locedit.lens.logit_lens` restricted to those positions, without
+    unembedding the positions nobody looks at."""
+    sites = all_sites(model.spec, "resid_post")
+    _, cache = run_with(model, model.encode(prompt), record=sites)
+    stacked = torch.stack([cache[str(site)][0] for site in sites])  # [n_layers, seq, d_model]
+    if positions is not None:
+        stacked = stacked[:, list(positions)]
+    return decode(model, stacked).log_softmax(-1)
+
+
+def _to_numpy(values: ArrayLike) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().float().cpu().numpy()
+    return np.asarray(values, dtype=float)
+
+
+def layer_token_heatmap(
+    values: ArrayLike,
+    tokens: Sequence[str],
+    title: str = "",
+    colorbar: str = "",
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
+    text: Sequence[Sequence[str]] | None = None,
+    hover: Sequence[Sequence[str]] | None = None,
+    layers_on: Literal["y", "x"] = "y",
+    token_axis: str = "token",
+    layer_axis: str = "layer",
+    colorscale: str = "Blues",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    zmid: float | None = None,
+    label_tokens: bool = True,
+    value_format: str = ".3f",
+    width: int | None = None,
+    height: int | None = None,
+) -> go.Figure:
+    """An interactive heat map of one value per (layer, position).
+
+    Args:
+        values: [n_layers, seq] (a tensor, array or nested list); row ``i`` belongs to ``layers[i]``.
+        tokens: the ``seq`` labels of the second axis: a prompt's token strings (shown as ``"<pos> <token>"``), or
+            any labels (heads, neurons) with ``label_tokens=False`` (shown as given).
+        title: figure title.
+        colorbar: what the colour measures, e.g. ``"p(' Paris')"``.
+        layers: the layer number of each row (default ``0..n_layers-1``), e.g. ``range(0, 30, 2)`` for a sweep
+            over every other layer.
+        positions: the prompt position of each column when ``tokens`` is a selection of the prompt's tokens
+            (default ``0..seq-1``); only used in the labels.
+        text: [n_layers, seq] strings written in the cells (e.g. the lens's top token); ``None`` writes nothing.
+        hover: [n_layers, seq] extra hover lines per cell (HTML ``<br>`` allowed), shown under layer/token/value.
+        layers_on: ``"y"`` (default: layers up the y axis, positions along x) or ``"x"`` (transposed).
+        token_axis, layer_axis: axis titles.
+        colorscale, zmin, zmax, zmid: plotly colour settings (``zmid=0`` with ``"RdBu"`` for signed effects).
+        label_tokens: label the second axis ``"<pos> <token>"`` (``True``) or with ``tokens`` verbatim.
+        value_format: d3 format of the value in the hover text.
+        width, height: pixels; by default sized from the grid.
+
+    Returns:
+        A ``plotly.graph_objects.Figure`` with one ``Heatmap`` trace whose ``z`` has shape [n_layers, seq]
+        (``layers_on="y"``) or [seq, n_layers] (``layers_on="x"``).
+    """
+    z = _to_numpy(values)
+    if z.ndim != 2:
+        raise ValueError(f"values must be 2-D [n_layers, seq], got shape {z.shape}")
+    n_rows, n_cols = z.shape
+    if len(tokens) != n_cols:
+        raise ValueError(f"values has {n_cols} columns but {len(tokens)} tokens were given")
+    layers = list(range(n_rows)) if layers is None else [int(layer) for layer in layers]
+    if len(layers) != n_rows:
+        raise ValueError(f"values has {n_rows} rows but {len(layers)} layer numbers were given")
+    if positions is not None and len(positions) != n_cols:
+        raise ValueError(f"values has {n_cols} columns but {len(positions)} positions were given")
+    labels = position_labels(tokens, positions) if label_tokens else [str(t) for t in tokens]
+    for name, grid in (("text", text), ("hover", hover)):
+        if grid is not None and (len(grid) != n_rows or any(len(row) != n_cols for row in grid)):
+            raise ValueError(f"{name} must have the shape of values, [{n_rows}, {n_cols}]")
+
+    # customdata per cell: [layer, token label, extra hover]
+    custom = np.empty((n_rows, n_cols, 3), dtype=object)
+    for i, layer in enumerate(layers):
+        for j, label in enumerate(labels):
+            custom[i, j] = (layer, label, hover[i][j] if hover is not None else "")
+    cells = np.array(text, dtype=object) if text is not None else None
+    hovertemplate = (
+        f"{layer_axis} %{{customdata[0]}}<br>{token_axis} %{{customdata[1]}}<br>"
+        f"{colorbar or 'value'} = %{{z:{value_format}}}<br>%{{customdata[2]}}<extra></extra>"
+    )
+    layer_idx, col_idx = np.arange(n_rows), np.arange(n_cols)
+    if layers_on == "y":
+        x, y, zz, cd = col_idx, layer_idx, z, custom
+        tt = cells
+    elif layers_on == "x":
+        x, y, zz, cd = layer_idx, col_idx, z.T, custom.transpose(1, 0, 2)
+        tt = cells.T if cells is not None else None
+    else:
+        raise ValueError(f"layers_on must be 'y' or 'x', not {layers_on!r}")
+
+    heatmap = go.Heatmap(
+        z=zz,
+        x=x,
+        y=y,
+        customdata=cd,
+        hovertemplate=hovertemplate,
+        colorscale=colorscale,
+        zmin=zmin,
+        zmax=zmax,
+        zmid=zmid,
+        colorbar={"title": {"text": colorbar}} if colorbar else None,
+        xgap=1,
+        ygap=1,
+    )
+    if tt is not None:
+        heatmap.update(text=tt, texttemplate="%{text}", textfont={"size": 10})
+    fig = go.Figure(heatmap)
+
+    layer_ticks = {"tickmode": "array", "tickvals": list(layer_idx), "ticktext": [str(v) for v in layers]}
+    token_ticks = {"tickmode": "array", "tickvals": list(col_idx), "ticktext": labels}
+    if layers_on == "y":
+        xaxis = {"title": {"text": token_axis}, "tickangle": -45, "side": "bottom", **token_ticks}
+        yaxis = {"title": {"text": layer_axis}, **layer_ticks}
+        # long layer stacks: show every other layer tick so labels do not overlap
+        if n_rows > 16:
+            yaxis["tickvals"], yaxis["ticktext"] = yaxis["tickvals"][::2], yaxis["ticktext"][::2]
+        default_w, default_h = 160 + 70 * n_cols, 140 + 22 * n_rows
+    else:
+        xaxis = {"title": {"text": layer_axis}, **layer_ticks}
+        yaxis = {"title": {"text": token_axis}, "autorange": "reversed", **token_ticks}  # reading order downwards
+        default_w, default_h = 220 + 28 * n_rows, 140 + 26 * n_cols
+    fig.update_layout(
+        title={"text": title},
+        xaxis=xaxis,
+        yaxis=yaxis,
+        width=width or min(max(default_w, 420), 1100),
+        height=height or min(max(default_h, 320), 900),
+        margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 40},
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def lens_heatmap(
+    model: Model,
+    prompt: str,
+    *,
+    target: str | None = None,
+    k: int = 5,
+    positions: Sequence[int] | slice | None = None,
+    layers: Sequence[int] | None = None,
+    max_chars: int = 8,
+    layers_on: Literal["y", "x"] = "y",
+    title: str | None = None,
+    logprobs: torch.Tensor | None = None,
+    **kwargs,
+) -> go.Figure:
+    """The logit lens of ``prompt`` as a heat map: each cell writes the lens's top token after a block.
+
+    The colour is the top token's probability, or, with ``target`` (e.g. ``" Paris"``, one token), that token's
+    probability, so the reader sees where the answer appears. Hovering a cell lists the lens's ``k`` most likely
+    tokens (and the target's rank).
+
+    Args:
+        model: the model.
+        prompt: one prompt.
+        target: a single-token string whose probability colours the cells; ``None`` colours by the top-1 probability.
+        k: tokens listed in the hover text.
+        positions: which positions to show (default all), e.g. ``slice(-6, None)`` for the last six.
+        layers: which layers to show (default all).
+        max_chars: cell text is cut to this many characters (hover shows the whole token).
+        layers_on, title, **kwargs: passed to :func:`layer_token_heatmap`.
+        logprobs: the prompt's lens, [n_layers, seq, vocab] from :func:`locedit.lens.logit_lens`, if already
+            computed; otherwise only the shown positions are decoded.
+
+    Returns:
+        A plotly figure of [len(layers), len(positions)] cells.
+    """
+    tokens = model.str_tokens(prompt)
+    seq = len(tokens)
+    pos = list(range(seq))[positions] if isinstance(positions, slice) else list(positions or range(seq))
+    pos = [p % seq for p in pos]
+    layer_list = list(range(model.spec.n_layers)) if layers is None else list(layers)
+    if logprobs is None:
+        lp = lens_logprobs(model, prompt, pos)[layer_list]  # [L, P, vocab]
+    else:
+        if logprobs.shape[:2] != (model.spec.n_layers, seq):
+            raise ValueError(f"logprobs must be [n_layers, seq, vocab] = [{model.spec.n_layers}, {seq}, vocab]")
+        lp = logprobs[layer_list][:, pos]
+    probs = lp.exp()
+    top_p, top_i = probs.topk(k, dim=-1)  # [L, P, k]
+    decode = model.tokenizer.decode
+    words = [[[decode([int(i)]) for i in cell] for cell in row] for row in top_i]
+
+    text = [[show_token(cell[0])[:max_chars] for cell in row] for row in words]
+    hover_lines = [
+        [
+            "<br>".join(f"{show_token(w)}  {p:.3f}" for w, p in zip(cell_words, cell_p.tolist(), strict=True))
+            for cell_words, cell_p in zip(row_words, row_p, strict=True)
+        ]
+        for row_words, row_p in zip(words, top_p, strict=True)
+    ]
+    if target is not None:
+        tid = model.token_id(target)
+        values = probs[..., tid]
+        ranks = (lp > lp[..., tid : tid + 1]).sum(-1)  # [L, P]
+        hover_lines = [
+            [f"rank of {show_token(target)}: {int(r)}<br>top {k}:<br>{h}" for h, r in zip(hrow, rrow, strict=True)]
+            for hrow, rrow in zip(hover_lines, ranks, strict=True)
+        ]
+        colorbar = f"p({show_token(target)})"
+    else:
+        values = top_p[..., 0]
+        hover_lines = [[f"top {k}:<br>{h}" for h in hrow] for hrow in hover_lines]
+        colorbar = "p(top token)"
+    kwargs.setdefault("zmin", 0.0)
+    kwargs.setdefault("zmax", 1.0)
+    return layer_token_heatmap(
+        values,
+        [tokens[p] for p in pos],
+        title if title is not None else f"Logit lens: {prompt!r}",
+        colorbar,
+        layers=layer_list,
+        positions=pos,
+        text=text,
+        hover=hover_lines,
+        layers_on=layers_on,
+        layer_axis="after block",
+        token_axis="position",
+        **kwargs,
+    )
+
+
+def layer_curve(
+    series: Mapping[str, ArrayLike] | ArrayLike,
+    *,
+    layers: Sequence[int] | None = None,
+    ylabel: str = "",
+    title: str = "",
+    hlines: Mapping[str, float] | None = None,
+    ax=None,
+    figsize: tuple[float, float] = (6.4, 3.2),
+    marker: str = "o",
+):
+    """A paper-style line plot of one value per layer (matplotlib + seaborn styling).
+
+    Args:
+        series: one curve ([n_layers] values) or several, as ``{label: [n_layers] values}``.
+        layers: x positions (default ``0..n_layers-1``).
+        ylabel, title: axis label and title.
+        hlines: reference levels drawn dashed, e.g. ``{"clean": 0.70, "corrupted": 0.0}``.
+        ax: draw into this matplotlib Axes instead of a new figure.
+        figsize: size of a new figure, inches.
+        marker: line marker.
+
+    Returns:
+        The matplotlib ``Axes`` (its figure is ``ax.figure``).
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if not isinstance(series, Mapping):
+        series = {"": series}
+    if ax is None:
+        with sns.axes_style("whitegrid"):
+            _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    palette = sns.color_palette("deep")
+    for i, (label, values) in enumerate(series.items()):
+        y = _to_numpy(values).reshape(-1)
+        x = np.arange(len(y)) if layers is None else np.asarray(list(layers))
+        ax.plot(x, y, marker=marker, markersize=3.5, lw=1.6, color=palette[i % len(palette)], label=label or None)
+    for j, (label, level) in enumerate((hlines or {}).items()):
+        ax.axhline(level, ls="--", lw=1, color=palette[(len(series) + j) % len(palette)], label=label)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if any(series) or hlines:
+        ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no overlap
+    return ax
