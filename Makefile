@@ -2,6 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
+PY_DIRS := $(wildcard lib tests chapters benchmarks scripts)
 NOTEBOOKS := $(patsubst chapters/%.py,executed/%.ipynb,$(wildcard chapters/*.py))
 
 .PHONY: setup test book bench lint format clean
@@ -10,12 +11,12 @@ setup:
 	@bash scripts/setup.sh
 
 lint: setup
-	ruff check lib tests chapters benchmarks scripts
-	ruff format --check lib tests chapters benchmarks scripts
+	ruff check $(PY_DIRS)
+	ruff format --check $(PY_DIRS)
 
 format: setup
-	ruff format lib tests chapters benchmarks scripts
-	ruff check --fix lib tests chapters benchmarks scripts
+	ruff format $(PY_DIRS)
+	ruff check --fix $(PY_DIRS)
 
 ## make test: lint, the library's tests, and every chapter executed with quick=True (checked by nbval).
 test: setup

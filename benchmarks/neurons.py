@@ -1,0 +1,91 @@
+"""Benchmark: decode all MLP up-projection neurons of a model through the unembedding (top-k each).
+
+Target (issue #4): all 46,080 up-projection neurons of SmolLM2-135M, top-10 each, on 2 CPU cores in ≤ 10 s with
+peak memory ≤ 2 GB above the loaded model. Memory is measured as the growth of the process's peak resident set
+(``resource.getrusage(...).ru_maxrss``) over the decode, since ``tracemalloc`` does not see torch's allocations.
+The decode runs uncached (``cache=False``).
+
+Usage::
+
+    python benchmarks/neurons.py [--model smollm2-135m] [--k 10] [--chunk 512] [--threads 2] [--norm] [--repeat 1]
+
+Writes ``benchmarks/results/neurons.json`` (or ``--out``) and prints the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--chunk", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--norm", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--kind", default="up")
+    parser.add_argument("--layers", type=int, default=None, help="decode only the first N layers (and extrapolate)")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "neurons.json"))
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    from locedit import load_model
+    from locedit.neurons import decode_neurons
+
+    model = load_model(args.model, device="cpu")
+    spec = model.spec
+    layers = list(range(spec.n_layers if args.layers is None else args.layers))
+    decode_neurons(model, args.kind, args.norm, args.k, layers=[0], chunk=args.chunk, sample=64, cache=False)  # warm
+    rss_model = peak_rss_mb()
+    times = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        dec = decode_neurons(model, args.kind, args.norm, args.k, layers=layers, chunk=args.chunk, cache=False)
+        times.append(time.perf_counter() - start)
+    rss_peak = peak_rss_mb()
+    n = len(layers) * spec.d_mlp
+    best = min(times)
+    result = {
+        "what": f"decode_neurons(kind={args.kind!r}, norm={args.norm}, k={args.k}, chunk={args.chunk}), uncached",
+        "model": args.model,
+        "neurons": n,
+        "neurons_in_model": spec.n_layers * spec.d_mlp,
+        "vocab": spec.vocab_size,
+        "seconds": [round(t, 2) for t in times],
+        "seconds_best": round(best, 2),
+        "seconds_all_neurons_extrapolated": round(best * spec.n_layers / len(layers), 2),
+        "neurons_per_second": round(n / best),
+        "gflop": round(2 * n * spec.d_model * spec.vocab_size / 1e9, 1),
+        "gflop_per_second": round(2 * n * spec.d_model * spec.vocab_size / 1e9 / best, 1),
+        "peak_rss_mb_after_load": round(rss_model),
+        "peak_rss_mb_growth_during_decode": round(rss_peak - rss_model),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
+        "target": "≤ 10 s, ≤ 2 GB above the model (all 46,080 SmolLM2 up neurons, 2 cores)",
+        "top1_example": dec.top(0, 0, 3),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""locedit.neurons: decoding every neuron, searching, activations and clamps — checked against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_FAMILIES, tiny_inputs, tiny_model
+from locedit.hooks import Intervention, patch
+from locedit.neurons import (
+    NoGateError,
+    check_neuron,
+    clamp,
+    cohens_d,
+    concept_scores,
+    decode_neurons,
+    decode_rows,
+    generate,
+    generate_settings,
+    group_prob,
+    group_prob_settings,
+    neuron_activations,
+    neuron_weights,
+    record_sample,
+    search_neurons,
+    token_group,
+    token_ids,
+)
+
+GATED = ("llama", "gemma3_text")
+
+
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
+def tiny(request):
+    return tiny_model(request.param)
+
+
+def _brute(model, kind, norm):
+    """All logits of every neuron of every layer: [L, d_mlp, V] (fine for tiny models only)."""
+    spec, hf = model.spec, model.hf
+    W = spec.unembedding(hf).detach()
+    out = []
+    with torch.no_grad():
+        for layer in range(spec.n_layers):
+            x = neuron_weights(model, kind, layer)
+            if norm:
+                x = x * math.sqrt(spec.d_model) / x.norm(dim=-1, keepdim=True)
+                final = spec.part(hf, "final_norm")
+                x = final(x) - (final.bias if getattr(final, "bias", None) is not None else 0)
+            z = x @ W.T
+            cap = getattr(hf.config, "final_logit_softcapping", None)
+            if norm and cap:
+                z = torch.tanh(z / cap) * cap
+            out.append(z)
+    return torch.stack(out)
+
+
+# --- weights: the right orientation in every family ---------------------------------------------------------------
+
+
+def test_neuron_weights_are_read_and_write_directions(tiny):
+    """up row i · x (+ bias) is the up projection's output i; down column i is what neuron i writes."""
+    spec, hf = tiny.spec, tiny.hf
+    x = torch.randn(3, spec.d_model)
+    kinds = ["up", "down"] + (["gate"] if spec.gated_mlp else [])
+    with torch.no_grad():
+        for kind in kinds:
+            w = neuron_weights(tiny, kind, 1)
+            assert w.shape == (spec.d_mlp, spec.d_model)
+            module = spec.part(hf, {"up": "mlp_up", "gate": "mlp_gate", "down": "mlp_down"}[kind], 1)
+            bias = getattr(module, "bias", None)
+            bias = 0 if bias is None else bias
+            if kind == "down":
+                basis = torch.eye(spec.d_mlp)[:4]
+                torch.testing.assert_close(module(basis) - bias, w[:4])
+            else:
+                torch.testing.assert_close(module(x) - bias, x @ w.T)
+
+
+def test_gate_on_ungated_family_raises(tiny):
+    if tiny.spec.gated_mlp:
+        assert neuron_weights(tiny, "gate", 0).shape == (tiny.spec.d_mlp, tiny.spec.d_model)
+        return
+    with pytest.raises(NoGateError, match="ungated"):
+        neuron_weights(tiny, "gate", 0)
+    with pytest.raises(NoGateError):
+        decode_neurons(tiny, kind="gate", cache=False)
+
+
+def test_bad_kind_and_indices(tiny):
+    with pytest.raises(ValueError, match="unknown neuron kind"):
+        neuron_weights(tiny, "value", 0)
+    with pytest.raises(IndexError, match="out of range"):
+        check_neuron(tiny, 0, tiny.spec.d_mlp)
+    with pytest.raises(IndexError, match="out of range"):
+        check_neuron(tiny, tiny.spec.n_layers, 0)
+    with pytest.raises(IndexError):
+        decode_neurons(tiny, layers=[tiny.spec.n_layers], cache=False)
+    with pytest.raises(IndexError):
+        decode_rows(tiny, [(0, -1)])
+
+
+# --- decoding: chunked top-k equals brute force -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_decode_matches_brute_force(tiny, norm):
+    kind = "gate" if tiny.spec.gated_mlp else "up"
+    dec = decode_neurons(tiny, kind=kind, norm=norm, k=5, chunk=7, cache=False)  # chunks cut through layers' rows
+    z = _brute(tiny, kind, norm)
+    vals, ids = z.topk(5, dim=-1)
+    assert torch.equal(dec.top_ids.long(), ids)
+    torch.testing.assert_close(dec.top_probs, z.softmax(-1).topk(5, dim=-1).values, rtol=1e-4, atol=1e-6)
+    z_score = (vals[..., 0] - z.mean(-1)) / z.std(-1, correction=0)
+    torch.testing.assert_close(dec.z1, z_score, rtol=1e-3, atol=1e-3)
+
+
+def test_rmsnorm_readout_is_gain_times_unit_rms():
+    """For RMSNorm, f(w) = g ⊙ w·√d/‖w‖ — the formula the chapter states."""
+    model = tiny_model("llama")
+    from locedit.neurons import _readout
+
+    w = neuron_weights(model, "up", 0)[:3]
+    g = model.spec.part(model.hf, "final_norm").weight
+    expected = g * w * math.sqrt(model.spec.d_model) / w.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        torch.testing.assert_close(_readout(model, True)(w), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_layernorm_readout_centres_and_drops_bias():
+    model = tiny_model("gpt2")
+    final = model.spec.part(model.hf, "final_norm")
+    with torch.no_grad():
+        final.bias.normal_()
+        final.weight.uniform_(0.5, 1.5)
+    from locedit.neurons import _readout
+
+    w = neuron_weights(model, "up", 0)[:3]
+    c = w - w.mean(-1, keepdim=True)
+    expected = final.weight * c / c.std(-1, correction=0, keepdim=True)
+    with torch.no_grad():
+        torch.testing.assert_close(_readout(model, True)(w), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_sample_find_table_agreement():
+    model = tiny_model("llama")
+    full = decode_neurons(model, k=4, cache=False)
+    part = decode_neurons(model, k=4, sample=10, seed=3, cache=False)
+    ids = part.neuron_ids
+    assert torch.equal(part.top_ids, full.top_ids[:, ids])
+    table = full.table(k=3)
+    assert len(table) == model.spec.n_layers * model.spec.d_mlp
+    assert list(table.columns) == ["layer", "neuron", "top1", "p1", "z1", "top_tokens"]
+    # find: a planted token is found at its rank, in the right neuron
+    token = int(full.top_ids[1, 5, 2])
+    hits = full.find([token])
+    row = hits[(hits.layer == 1) & (hits.neuron == 5)].iloc[0]
+    assert row.best_rank == 2
+    assert (hits.best_rank < 4).all()
+    sample_hits = part.find([token])
+    assert set(sample_hits.neuron) <= set(ids.tolist())
+    # agreement with itself is 1; across different samples or layers it refuses
+    share, per_layer = full.agreement(full)
+    assert share == 1.0 and (per_layer == 1.0).all()
+    with pytest.raises(ValueError):
+        full.agreement(part)
+    with pytest.raises(ValueError, match="top-4"):
+        full.find([token], max_rank=10)
+    assert full.top(1, 5)[2][0] == str(token)
+    sub = full.subset(ids)
+    assert torch.equal(sub.top_ids, part.top_ids) and sub.agreement(part)[0] == 1.0
+    with pytest.raises(IndexError):
+        part.top(0, int(np.setdiff1d(np.arange(model.spec.d_mlp), ids.numpy())[0]))
+
+
+def test_cache_roundtrip(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOCEDIT_CACHE", str(tmp_path))
+    model = tiny_model("gpt2")
+    first = decode_neurons(model, k=3)
+    assert list((tmp_path / "neurons").glob("*.pt"))
+    again = decode_neurons(model, k=3)
+    assert torch.equal(first.top_ids, again.top_ids)
+    with torch.no_grad():
+        model.spec.part(model.hf, "mlp_up", 0).weight.mul_(-1)  # new weights: a new key, a new result
+    changed = decode_neurons(model, k=3)
+    assert not torch.equal(first.top_ids, changed.top_ids)
+    assert len(list((tmp_path / "neurons").glob("*.pt"))) == 2
+
+
+def test_concept_scores_and_search_match_brute_force(tiny):
+    z = _brute(tiny, "up", True)  # [L, N, V]
+    ids = [5, 17, 42]
+    scores = concept_scores(tiny, ids)
+    zs = (z[..., ids] - z.mean(-1, keepdim=True)) / z.std(-1, correction=0, keepdim=True)
+    top = scores.iloc[0]
+    assert top.best_z == pytest.approx(float(zs.max()), rel=1e-3)
+    found = search_neurons(tiny, ids, candidates=tiny.spec.n_layers * tiny.spec.d_mlp, k=3)
+    ranks = (z[..., None, :] > z[..., ids][..., None]).sum(-1).min(-1).values  # [L, N]
+    assert found.best_rank.iloc[0] == int(ranks.min())
+    row = found.iloc[0]
+    assert int(ranks[row.layer, row.neuron]) == row.best_rank
+    both = search_neurons(tiny, {"a": ids, "b": [7]}, candidates=20, k=3)  # several groups in one pass
+    assert set(both) == {"a", "b"} and both["a"].best_rank.iloc[0] == int(ranks.min())
+
+
+# --- activations, clamps ----------------------------------------------------------------------------------------
+
+
+def test_clamp_sets_value_and_is_removed(tiny):
+    inputs = tiny_inputs()
+    with torch.no_grad():
+        before = tiny.hf(**inputs).logits
+    with torch.no_grad(), patch(tiny, clamp([(1, 3)], 7.5), record=["mlp_up.1"]) as rec:
+        clamped = tiny.hf(**inputs).logits
+    assert torch.all(rec["mlp_up.1"][..., 3] == 7.5)
+    assert not torch.allclose(clamped, before)
+    with torch.no_grad():
+        torch.testing.assert_close(tiny.hf(**inputs).logits, before, rtol=0, atol=0)
+    with pytest.raises(RuntimeError), torch.no_grad(), patch(tiny, clamp([(0, 1)], 100.0)):
+        raise RuntimeError("boom")
+    with torch.no_grad():
+        torch.testing.assert_close(tiny.hf(**inputs).logits, before, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one value per neuron"):
+        clamp([(0, 1), (0, 2)], [1.0])
+
+
+def test_cohens_d():
+    assert cohens_d([1, 2, 3], [1, 2, 3]) == 0
+    assert cohens_d([2, 3, 4], [0, 1, 2]) == pytest.approx(2.0)
+
+
+# --- on SmolLM2 ---------------------------------------------------------------------------------------------------
+
+
+def test_tokens_multi_token_words_warn(smollm2):
+    with pytest.warns(UserWarning, match="using the first"):
+        ids = token_ids(smollm2, [" dog", " Chihuahua"])
+    assert ids[0] == smollm2.token_id(" dog") and len(ids) == 2
+    with pytest.raises(ValueError, match="tokens"):
+        token_ids(smollm2, [" Chihuahua"], multi="error")
+    assert token_ids(smollm2, [" Chihuahua"], multi="drop") == []
+    group = token_group(smollm2, ["dog", "dogs"])
+    words = [smollm2.tokenizer.decode([i]) for i in group]
+    assert " dog" in words and " Dog" in words and " dogs" in words
+
+
+def test_smollm2_animal_neuron_and_activations(smollm2):
+    row = decode_rows(smollm2, [(0, 350)], k=5).iloc[0]
+    assert "cat" in [t.strip().lower() for t in row.top_tokens.split(" | ")]  # the measured layer-0 animal neuron
+    texts = ["My cat sleeps on the sofa.", "The stock market fell today."]
+    acts = neuron_activations(smollm2, texts, [(0, 350)])
+    assert acts.shape == (2, 1) and acts[0, 0] > acts[1, 0]
+    sample = record_sample(smollm2, texts)
+    assert sample.max_activation(0, 350) == pytest.approx(float(acts.max()), rel=1e-2)
+    per_text = sample.per_text()
+    assert per_text.shape == (2, smollm2.spec.n_layers, smollm2.spec.d_mlp)
+    np.testing.assert_allclose(per_text[:, 0, 350].numpy(), acts[:, 0], rtol=1e-2)
+    assert sample.top_examples(0, 350, n=1).token.iloc[0].strip() == "cat"
+
+
+@pytest.fixture
+def one_thread():
+    """Short generations are overhead-bound: one thread is as fast, and much faster on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_smollm2_clamp_generation_and_group_prob(smollm2, one_thread):
+    question = "What is your favourite animal?"
+    settings = [[], clamp([(0, 350)], 60.0)]
+    base, clamped = generate_settings(smollm2, question, settings, max_new_tokens=3)  # row r under setting r only
+    assert base != clamped
+    assert generate(smollm2, question, settings[1], max_new_tokens=3) == clamped  # batched = one at a time
+    ids = token_group(smollm2, ["cat", "cats"])
+    p0 = group_prob(smollm2, ["I have a pet"], ids)
+    p1 = group_prob(smollm2, ["I have a pet"], ids, clamp([(0, 350)], 20.0))
+    assert p0.shape == (1,) and p1[0] != p0[0]
+    probs = group_prob_settings(smollm2, ["I have a pet", "Look at that"], ids, [[], clamp([(0, 350)], 20.0)])
+    assert probs.shape == (2, 2)
+    np.testing.assert_allclose(probs[:, 0], [p0[0], p1[0]], rtol=1e-3)
+    with pytest.raises(IndexError):
+        generate(smollm2, "hi", [Intervention("mlp_up.0", "replace", 1.0, index=[smollm2.spec.d_mlp])])
