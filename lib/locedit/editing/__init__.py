@@ -1,0 +1,28 @@
+"""Model editors (ROME, MEMIT, constrained fine-tuning) and the :class:`Edit` they all return.
+
+Each editor takes a model and one or more facts (CounterFact records, their ``requested_rewrite`` dicts, or
+:class:`Request` objects) and returns an :class:`Edit`: the weight deltas, not yet applied. Apply and revert
+exactly with ``with edit.applied(model): ...``, or ``edit.apply(model)`` / ``edit.revert(model)``.
+"""
+
+from locedit.editing.common import Request, as_request, context_templates
+from locedit.editing.edit import Edit, EditError
+from locedit.editing.ft import FTHyperParams, ft
+from locedit.editing.memit import MEMITHyperParams, memit
+from locedit.editing.rome import ROMEHyperParams, rome
+from locedit.editing.stats import key_second_moment
+
+__all__ = [
+    "Edit",
+    "EditError",
+    "FTHyperParams",
+    "MEMITHyperParams",
+    "ROMEHyperParams",
+    "Request",
+    "as_request",
+    "context_templates",
+    "ft",
+    "key_second_moment",
+    "memit",
+    "rome",
+]

@@ -1,0 +1,149 @@
+"""Pieces shared by the editors: requests, subject token lookup, context templates, the edited weight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from locedit.editing.edit import EditError
+from locedit.models import Model
+
+
+@dataclass(frozen=True)
+class Request:
+    """One requested rewrite: ``prompt`` with ``{}`` where ``subject`` goes, and the new object."""
+
+    prompt: str
+    subject: str
+    target_new: str
+    target_true: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.prompt.format(self.subject)
+
+
+def as_request(fact) -> Request:
+    """Accept a :class:`Request`, a CounterFact record, its ``requested_rewrite`` dict, or a plain dict.
+
+    A plain dict may give ``prompt`` with the subject written out instead of ``{}``; the subject's first
+    occurrence is then replaced by ``{}``.
+    """
+    if isinstance(fact, Request):
+        request = fact
+    elif isinstance(fact, dict):
+        rw = fact.get("requested_rewrite", fact)
+        new, true = rw.get("target_new"), rw.get("target_true")
+        new = new.get("str") if isinstance(new, dict) else new
+        true = true.get("str") if isinstance(true, dict) else true
+        request = Request(rw.get("prompt", ""), rw.get("subject") or "", new or "", true)
+    else:
+        raise EditError(f"cannot read a request from {type(fact).__name__}: pass a CounterFact record or a Request")
+    prompt, subject = request.prompt, request.subject
+    if not subject:
+        raise EditError("the request has no subject: give 'subject', e.g. {'subject': 'France', ...}")
+    if "{}" not in prompt:
+        if subject not in prompt:
+            raise EditError(
+                f"subject {subject!r} is not in the prompt {prompt!r}: write the prompt with '{{}}' where the "
+                "subject goes, e.g. 'The capital of {} is'"
+            )
+        prompt = prompt.replace(subject, "{}", 1)
+    if prompt.count("{}") != 1 or prompt.replace("{}", "").count("{") or prompt.replace("{}", "").count("}"):
+        raise EditError(f"the prompt {prompt!r} must hold exactly one '{{}}' and no other braces")
+    if not request.target_new or not request.target_new.strip():
+        raise EditError("empty target: give target_new a non-empty string such as 'Rome'")
+    return Request(prompt, subject, request.target_new.strip(), request.target_true)
+
+
+def edited_weight(model: Model, layer: int) -> tuple[str, nn.Parameter, bool]:
+    """(parameter name, weight, transposed) of the MLP output projection at ``layer``.
+
+    ``transposed`` is true for GPT-2's Conv1D, whose weight is [in, out]; otherwise the weight is [d_model, d_mlp].
+    """
+    model.spec.check_layer(layer)
+    try:
+        module = model.spec.part(model.hf, "mlp_down", layer)
+    except (ValueError, AttributeError) as err:
+        raise EditError(
+            f"family {model.spec.family!r} has no MLP output projection in its arch table ({err}); add 'mlp_down' "
+            "to its FamilyTable in lib/locedit/arch.py"
+        ) from err
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise EditError(
+            f"the MLP output projection of family {model.spec.family!r} has no 2-D weight; ROME-style editors "
+            "need a linear layer there"
+        )
+    name = next(n for n, p in model.hf.named_parameters() if p is weight)
+    return name, weight, model.spec.table.weights_transposed
+
+
+def token_index(model: Model, template: str, subject: str, strategy: str = "subject_last") -> int:
+    """Index of the token a fact is read at in ``template.format(subject)`` (ROME's ``fact_token``).
+
+    ``"subject_last"`` (the default, ROME's), ``"subject_first"``, or ``"last"`` (the prompt's last token).
+    """
+    tok = model.tokenizer
+    if strategy == "last":
+        return len(tok(template.format(subject))["input_ids"]) - 1
+    prefix = template[: template.index("{}")]
+    if strategy == "subject_last":
+        return len(tok(prefix + subject)["input_ids"]) - 1
+    if strategy == "subject_first":
+        return len(tok(prefix + subject[:1])["input_ids"]) - 1 if subject else len(tok(prefix)["input_ids"])
+    raise EditError(f"unknown fact_token {strategy!r}: use 'subject_last', 'subject_first' or 'last'")
+
+
+def target_ids(model: Model, target: str) -> list[int]:
+    return model.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
+
+
+_TEMPLATE_CACHE: dict[tuple, list[str]] = {}
+
+
+@torch.no_grad()
+def context_templates(
+    model: Model,
+    length_params: tuple[tuple[int, int], ...] = ((5, 10), (10, 10)),
+    starts: tuple[str, ...] | None = None,
+    top_k: int = 5,
+    seed: int = 0,
+) -> list[str]:
+    """ROME's prefixes: ``"{}"`` plus, for each (length, count), ``count`` texts of ``length`` tokens sampled from
+    the model (top-k), each followed by ``". {}"``.
+
+    ROME starts every sample at ``<|endoftext|>`` (``starts=None`` does that, or uses the tokenizer's BOS/EOS
+    token); MEMIT starts them at ``("The", "Therefore", "Because", "I", "You")``. Cached per model and settings.
+    """
+    key = (model.name, id(model.hf), tuple(map(tuple, length_params)), starts, top_k, seed)
+    if key in _TEMPLATE_CACHE:
+        return _TEMPLATE_CACHE[key]
+    tok = model.tokenizer
+    templates = ["{}"]
+    for length, count in length_params:
+        if starts is None:
+            vocab = tok.get_vocab()
+            first = vocab.get("<|endoftext|>", tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+            prompts = [[first]] * count
+        else:
+            prompts = [tok(starts[i % len(starts)], add_special_tokens=False)["input_ids"] for i in range(count)]
+        torch.manual_seed(seed + length)
+        for ids in prompts:
+            inputs = torch.tensor([ids], device=model.device)
+            out = model.hf.generate(
+                input_ids=inputs,
+                attention_mask=torch.ones_like(inputs),
+                do_sample=True,
+                top_k=top_k,
+                max_new_tokens=max(1, length - (len(ids) if starts is None else 0)),
+                min_new_tokens=max(1, length - (len(ids) if starts is None else 0)),
+                pad_token_id=tok.pad_token_id,
+            )
+            text = tok.decode(out[0], skip_special_tokens=True).replace("{", "").replace("}", "")
+            text = " ".join(text.split())
+            templates.append(text + ". {}")
+    _TEMPLATE_CACHE[key] = templates
+    return templates

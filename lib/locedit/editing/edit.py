@@ -1,0 +1,150 @@
+"""The :class:`Edit` every editor returns: weight deltas that apply, revert bit-exactly, and save.
+
+An editor never leaves its changes in the model: it computes the deltas (restoring any weight it touched on the
+way, whatever happens) and hands back an ``Edit``. Applying it stores the original tensors it overwrites, so
+:meth:`Edit.revert` puts back the very same bits (``W + d - d`` would not be bit-exact in floating point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class EditError(ValueError):
+    """A request an editor cannot carry out; the message says how to fix it."""
+
+
+def parameter_name(model: nn.Module, param: torch.Tensor) -> str:
+    """The ``named_parameters`` name of ``param`` inside ``model``."""
+    for name, p in model.named_parameters():
+        if p is param:
+            return name
+    raise KeyError("parameter not found in the model")
+
+
+@dataclass
+class Edit:
+    """Weight deltas per parameter name (``"model.layers.5.mlp.down_proj.weight"`` …), plus what made them.
+
+    Use::
+
+        edit = rome(model, record, ROMEHyperParams(layer=5))
+        with edit.applied(model):      # or edit.apply(model) … edit.revert(model)
+            model.top_tokens("The capital of France is")
+        edit.save("edit.pt"); Edit.load("edit.pt")
+    """
+
+    deltas: dict[str, torch.Tensor]
+    method: str = ""
+    info: dict = field(default_factory=dict)
+    _originals: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    _applied_to: int | None = field(default=None, repr=False)
+
+    @property
+    def is_applied(self) -> bool:
+        return self._originals is not None
+
+    def apply(self, model) -> Edit:
+        """Add the deltas to the model's weights (in place), keeping the originals for :meth:`revert`."""
+        hf = getattr(model, "hf", model)
+        if self.is_applied:
+            raise EditError("this edit is already applied; revert it first")
+        params = dict(hf.named_parameters())
+        missing = [n for n in self.deltas if n not in params]
+        if missing:
+            raise EditError(f"the model has no parameters {missing}: was this edit made for another model?")
+        for name, delta in self.deltas.items():
+            if params[name].shape != delta.shape:
+                raise EditError(f"{name}: delta shape {tuple(delta.shape)} != weight shape {tuple(params[name].shape)}")
+        originals: dict[str, torch.Tensor] = {}
+        try:
+            with torch.no_grad():
+                for name, delta in self.deltas.items():
+                    p = params[name]
+                    originals[name] = p.detach().clone()
+                    p.add_(delta.to(p.device, p.dtype))
+        except BaseException:
+            _restore(params, originals)
+            raise
+        self._originals, self._applied_to = originals, id(hf)
+        return self
+
+    def revert(self, model) -> Edit:
+        """Put back the exact original weights."""
+        hf = getattr(model, "hf", model)
+        if not self.is_applied:
+            raise EditError("this edit is not applied")
+        if id(hf) != self._applied_to:
+            raise EditError("this edit was applied to another model")
+        _restore(dict(hf.named_parameters()), self._originals)
+        self._originals, self._applied_to = None, None
+        return self
+
+    @contextmanager
+    def applied(self, model) -> Iterator:
+        """Apply inside the ``with`` block, revert on every exit path."""
+        self.apply(model)
+        try:
+            yield model
+        finally:
+            self.revert(model)
+
+    def __add__(self, other: Edit) -> Edit:
+        """Two edits as one (deltas summed)."""
+        deltas = dict(self.deltas)
+        for name, delta in other.deltas.items():
+            deltas[name] = deltas[name] + delta if name in deltas else delta
+        return Edit(deltas, method=f"{self.method}+{other.method}", info={"parts": [self.info, other.info]})
+
+    def norms(self) -> dict[str, float]:
+        """Frobenius norm of each delta."""
+        return {name: float(d.float().norm()) for name, d in self.deltas.items()}
+
+    def save(self, path: str | Path) -> None:
+        torch.save(
+            {"deltas": {k: v.detach().cpu() for k, v in self.deltas.items()}, "method": self.method, "info": self.info},
+            Path(path),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Edit:
+        data = torch.load(Path(path), weights_only=False)
+        return cls(deltas=data["deltas"], method=data["method"], info=data["info"])
+
+
+def _restore(params: dict[str, torch.Tensor], originals: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, original in originals.items():
+            params[name].copy_(original)
+
+
+@contextmanager
+def restoring(model, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Snapshot the named parameters; on exit (any exit) copy the snapshots back. Yields the snapshots."""
+    hf = getattr(model, "hf", model)
+    params = dict(hf.named_parameters())
+    saved = {n: params[n].detach().clone() for n in names}
+    try:
+        yield saved
+    finally:
+        _restore(params, saved)
+
+
+@contextmanager
+def frozen(model) -> Iterator[None]:
+    """Turn off ``requires_grad`` on every parameter inside the block, and restore the flags after."""
+    hf = getattr(model, "hf", model)
+    flags = [(p, p.requires_grad) for p in hf.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

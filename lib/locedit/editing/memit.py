@@ -1,0 +1,123 @@
+"""MEMIT, Mass-Editing Memory in a Transformer (Meng et al. 2023; code ``memit/memit_main.py``).
+
+Many facts at once, spread over a range R of MLP layers:
+
+1. for each fact i, z_i = the residual stream at the top layer of R (at the subject's last token) that makes the
+   model say o*_i, found as in ROME (δ added to that layer's output; :func:`locedit.editing.rome.optimise_value`);
+2. for each layer l in R, bottom to top: K_l = the facts' keys at l (averaged over the prefixes, recomputed with
+   the updates of the layers below in place), R = (Z − current top-layer residuals) / (layers left), and
+   ΔW_l = R K_lᵀ (λ C_l + K_l K_lᵀ)⁻¹, with C_l = E[k kᵀ] and λ = ``mom2_update_weight``.
+
+Defaults are the released code's for GPT-J (clamp 0.75, 25 steps, lr 0.5, KL 0.0625, λ 15000, prefixes: five
+10-token samples from "The", "Therefore", "Because", "I", "You"); the layer range is chosen for SmolLM2.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from locedit.editing.common import as_request, context_templates, edited_weight, token_index
+from locedit.editing.edit import Edit, EditError, restoring
+from locedit.editing.rome import _batch, keys_at, optimise_value
+from locedit.editing.stats import key_second_moment
+from locedit.hooks import patch
+from locedit.models import Model
+
+
+@dataclass
+class MEMITHyperParams:
+    layers: tuple[int, ...] = (4, 5, 6, 7)  # GPT-J: 3..8 of 28
+    fact_token: str = "subject_last"
+    v_num_grad_steps: int = 25
+    v_lr: float = 0.5
+    v_loss_layer: int | None = None
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 0.75
+    kl_factor: float = 0.0625
+    early_stop_loss: float = 5e-2
+    mom2_update_weight: float = 15_000.0
+    mom2_n_samples: int = 20_000
+    mom2_seq_len: int = 128
+    context_template_length_params: tuple[tuple[int, int], ...] = ((10, 5),)
+    context_starts: tuple[str, ...] = ("The", "Therefore", "Because", "I", "You")
+    z_batch: int = 16  # facts whose z are optimised in one batch of forward passes
+    seed: int = 0
+
+
+@torch.no_grad()
+def _residuals(model: Model, layer: int, requests, fact_token: str) -> torch.Tensor:
+    """Residual stream after block ``layer`` at each bare prompt's fact token: [n, d_model]."""
+    rows = [model.tokenizer(r.text)["input_ids"] for r in requests]
+    index = torch.tensor([token_index(model, r.prompt, r.subject, fact_token) for r in requests])
+    with patch(model, record=[f"resid_post.{layer}"]) as acts:
+        model.hf(**_batch(model, rows))
+    return acts[f"resid_post.{layer}"][torch.arange(len(rows)), index].float()
+
+
+def memit(model: Model, facts, hparams: MEMITHyperParams | None = None, verbose: bool = False) -> Edit:
+    """Edit all ``facts`` at once; returns an :class:`Edit` (not applied; the weights are restored on return)."""
+    hp = hparams or MEMITHyperParams()
+    facts = facts if isinstance(facts, list) else [facts]
+    if not facts:
+        raise EditError("no facts to edit: pass a non-empty list of CounterFact records or requests")
+    if not hp.layers:
+        raise EditError("MEMIT needs at least one layer in hparams.layers")
+    layers = sorted(hp.layers)
+    for layer in layers:
+        try:
+            model.spec.check_layer(layer)
+        except IndexError as err:
+            raise EditError(f"{err}; pick MEMIT's layers inside that range") from err
+    if hp.v_loss_layer not in (None, model.spec.n_layers - 1):
+        raise EditError("only v_loss_layer=None (the last layer) is supported")
+    requests = [as_request(f) for f in facts]
+    weights = {layer: edited_weight(model, layer) for layer in layers}
+    started = time.perf_counter()
+    top = layers[-1]
+    templates = context_templates(model, hp.context_template_length_params, starts=hp.context_starts, seed=hp.seed)
+    # 1. target residuals z_i at the top layer
+    block = model.spec.block(model.hf, top)
+    zs = []
+    for b in range(0, len(requests), hp.z_batch):
+        _, z = optimise_value(model, requests[b : b + hp.z_batch], block, templates, hp)
+        zs.append(z)
+    zs = torch.cat(zs)  # [n, d_model]
+    t_z = time.perf_counter() - started
+    # 2. key statistics of every layer, from the unedited model, in one pass
+    covs = key_second_moment(model, layers, n_tokens=hp.mom2_n_samples, seq_len=hp.mom2_seq_len, seed=hp.seed)
+    names = [weights[layer][0] for layer in layers]
+    deltas: dict[str, torch.Tensor] = {}
+    log = []
+    with restoring(model, names):
+        for i, layer in enumerate(layers):
+            name, weight, transposed = weights[layer]
+            prompts = [t.format(r.prompt) for r in requests for t in templates]
+            subjects = [r.subject for r in requests for _ in templates]
+            ks = keys_at(model, layer, prompts, subjects, hp.fact_token)
+            ks = ks.reshape(len(requests), len(templates), -1).mean(1).T.double()  # [d_mlp, n]
+            current = _residuals(model, top, requests, hp.fact_token)
+            targets = (zs - current).T.double()  # [d_model, n]
+            cov = covs[layer].double()
+            adj = torch.linalg.solve(hp.mom2_update_weight * cov + ks @ ks.T, ks)  # [d_mlp, n]
+            resid = targets / (len(layers) - i)
+            update = (resid @ adj.T).float()  # [d_model, d_mlp]
+            if transposed:
+                update = update.T
+            with torch.no_grad():
+                weight.add_(update.to(weight.dtype))
+            deltas[name] = update.to(weight.dtype).cpu()
+            log.append({"layer": layer, "residual_norm": float(targets.norm(dim=0).mean()),
+                        "update_norm": float(update.norm())})  # fmt: skip
+    info = {
+        "requests": [asdict(r) for r in requests],
+        "hparams": asdict(hp),
+        "layers": log,
+        "seconds_z": round(t_z, 2),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if verbose:
+        print(f"MEMIT: {len(requests)} facts over layers {layers}, {info['seconds']} s (z: {info['seconds_z']} s)")
+    return Edit(deltas, method="MEMIT", info=info)

@@ -1,0 +1,277 @@
+"""ROME, Rank-One Model Editing (Meng et al. 2022, §3.1 and App. E.5; the released code's ``rome/``).
+
+The MLP output projection W at layer l* is treated as a linear associative memory: key k (its input, at the last
+subject token) → value v (its output). ROME
+
+1. computes k*, the key at the subject's last token, averaged over the prompt behind 20 sampled prefixes plus
+   the bare prompt (``compute_u``);
+2. finds v* by gradient descent on a vector δ added to W's output at that token, minimising
+   −log P[o* | prefix + prompt] (mean over target tokens, then prompts) + KL on "{subject} is a" to keep the
+   subject's essence + a decay term, with ‖δ‖ clamped (``compute_v``);
+3. writes the rank-one update Ŵ = W + Λ (C⁻¹k*)ᵀ with Λ = (v* − W k) / ((C⁻¹k*)ᵀ k), k the bare prompt's key,
+   so that Ŵ k = v* exactly (C = E[k kᵀ], :mod:`locedit.editing.stats`).
+
+Hyper-parameters default to the released code's (``hparams/ROME/gpt2-xl.json``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from locedit.editing.common import (
+    Request,
+    as_request,
+    context_templates,
+    edited_weight,
+    target_ids,
+    token_index,
+)
+from locedit.editing.edit import Edit, EditError, frozen
+from locedit.editing.stats import key_second_moment
+from locedit.hooks import patch
+from locedit.models import Model
+
+
+@dataclass
+class ROMEHyperParams:
+    """ROME's settings; defaults are the released code's for GPT-2 XL except ``layer`` (chosen for SmolLM2)."""
+
+    layer: int = 6  # GPT-2 XL: 17 of 48, GPT-2 Medium: 8 of 24, GPT-J: 5 of 28
+    fact_token: str = "subject_last"
+    v_num_grad_steps: int = 20
+    v_lr: float = 0.5
+    v_loss_layer: int | None = None  # None: the last layer (the code's choice: 47 for XL)
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 4.0  # 3 for GPT-2 Medium
+    kl_factor: float = 0.0625
+    early_stop_loss: float = 5e-2
+    mom2_adjustment: bool = True
+    mom2_n_samples: int = 20_000  # the code uses 100,000 Wikipedia tokens; we sample text from the model
+    mom2_ridge: float = 0.0  # added to C's diagonal, as a fraction of its mean diagonal
+    mom2_seq_len: int = 128  # length of the sampled sequences of the statistics corpus
+    context_template_length_params: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
+    seed: int = 0
+
+
+def _check(model: Model, layer: int, loss_layer: int | None) -> None:
+    if model.tokenizer is None:
+        raise EditError("the model has no tokenizer; editors need one to read prompts")
+    try:
+        model.spec.check_layer(layer)
+    except IndexError as err:
+        raise EditError(f"{err}; pick the edited layer inside that range") from err
+    if loss_layer not in (None, model.spec.n_layers - 1):
+        raise EditError("only v_loss_layer=None (the last layer, the code's choice) is supported")
+
+
+def _batch(model: Model, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Right-padded ids and mask for token-id rows."""
+    pad = model.tokenizer.pad_token_id or 0
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device)}
+
+
+@torch.no_grad()
+def keys_at(
+    model: Model, layer: int, templates: list[str], subjects: list[str], fact_token: str = "subject_last"
+) -> torch.Tensor:
+    """Keys (MLP activations at ``layer``) at the fact token of each ``template.format(subject)``: [n, d_mlp]."""
+    rows = [model.tokenizer(t.format(s))["input_ids"] for t, s in zip(templates, subjects, strict=True)]
+    index = torch.tensor([token_index(model, t, s, fact_token) for t, s in zip(templates, subjects, strict=True)])
+    with patch(model, record=[f"mlp_act.{layer}"]) as acts:
+        model.hf(**_batch(model, rows))
+    return acts[f"mlp_act.{layer}"][torch.arange(len(rows)), index].float()
+
+
+def optimise_value(
+    model: Model,
+    requests: list[Request],
+    module: nn.Module,
+    templates: list[str],
+    hp,
+    kl_prompts: tuple[str, ...] = ("{} is a",),
+    log: list | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ROME's ``compute_v`` / MEMIT's ``compute_z``, for several requests at once: the output of ``module`` at each
+    subject's fact token that makes the model say its ``target_new``. Returns (v_init, v*), both [n, d_model];
+    v_init is the unchanged output in each request's first prompt.
+
+    Each request has its own δ, its own prompts and its own loss; they share forward passes only, so the result is
+    what separate runs give (a request that reaches the early-stop loss stops moving). ``hp`` supplies v_lr,
+    v_num_grad_steps, v_weight_decay, clamp_norm_factor, kl_factor, early_stop_loss and fact_token. The model's
+    weights are not touched: a hook adds δ during the forward passes.
+    """
+    tok = model.tokenizer
+    n = len(requests)
+    rows, index, owner, labels_rows, is_kl = [], [], [], [], []
+    n_targets = []
+    for j, request in enumerate(requests):
+        target = target_ids(model, request.target_new)
+        n_targets.append(len(target))
+        for t in templates:
+            template = t.format(request.prompt)
+            row = tok(template.format(request.subject))["input_ids"] + target[:-1]
+            rows.append(row)
+            index.append(token_index(model, template, request.subject, hp.fact_token))
+            labels_rows.append((len(row) - len(target), target))
+            owner.append(j)
+            is_kl.append(False)
+        for k in kl_prompts:
+            rows.append(tok(k.format(request.subject))["input_ids"])
+            index.append(token_index(model, k, request.subject, hp.fact_token))
+            labels_rows.append(None)
+            owner.append(j)
+            is_kl.append(True)
+    batch = _batch(model, rows)
+    device = model.device
+    index_t = torch.tensor(index, device=device)
+    owner_t = torch.tensor(owner, device=device)
+    kl_mask = torch.tensor(is_kl, device=device)
+    labels = torch.full(batch["input_ids"].shape, -100, dtype=torch.long, device=device)
+    for i, lab in enumerate(labels_rows):
+        if lab is not None:
+            start, target = lab
+            labels[i, start : start + len(target)] = torch.tensor(target, device=device)
+    n_rw = torch.bincount(owner_t[~kl_mask], minlength=n).float()
+    n_kl = torch.bincount(owner_t[kl_mask], minlength=n).float()
+    n_tgt = torch.tensor(n_targets, dtype=torch.float, device=device)
+    first_row = torch.tensor([owner.index(j) for j in range(n)], device=device)
+
+    delta = torch.zeros(n, model.spec.d_model, device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([delta], lr=hp.v_lr)
+    state: dict = {}
+
+    def hook(_module, _args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        rows_ = torch.arange(len(index_t), device=hidden.device)
+        if "v_init" not in state:
+            state["v_init"] = hidden[first_row, index_t[first_row]].detach().float().clone()
+        hidden = hidden.clone()
+        hidden[rows_, index_t] = hidden[rows_, index_t] + delta[owner_t].to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = module.register_forward_hook(hook)
+    kl_init = None
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    try:
+        with frozen(model), torch.enable_grad():
+            for step in range(hp.v_num_grad_steps):
+                optimiser.zero_grad()
+                logits = model.hf(**batch).logits
+                # KL on the next-token distribution at the fact token of the KL prompts
+                kl_logits = logits[kl_mask, index_t[kl_mask]].float().log_softmax(-1)
+                if kl_init is None:
+                    kl_init = kl_logits.detach().clone()
+                # the code's kl_div(init, current, log_target=True) is KL(P_current || P_init)
+                kl_each = (kl_logits.exp() * (kl_logits - kl_init)).sum(-1)
+                kl_req = torch.zeros(n, device=device).index_add(0, owner_t[kl_mask], kl_each) / n_kl.clamp(min=1)
+                # NLL of the target tokens, mean over tokens, then over the request's prompts
+                logprobs = logits[:, :-1].float().log_softmax(-1)
+                shifted = labels[:, 1:]
+                mask = shifted != -100
+                picked = logprobs.gather(2, shifted.clamp(min=0)[..., None])[..., 0]
+                nll_row = -(picked * mask).sum(1) / n_tgt[owner_t]
+                nll_req = torch.zeros(n, device=device).index_add(0, owner_t[~kl_mask], nll_row[~kl_mask]) / n_rw
+                decay = hp.v_weight_decay * delta.norm(dim=1) / state["v_init"].norm(dim=1) ** 2
+                loss_req = nll_req + hp.kl_factor * kl_req + decay
+                if log is not None:
+                    log.append(
+                        {"step": step, "loss": loss_req.detach().tolist(), "nll": nll_req.detach().tolist(),
+                         "p_target": torch.exp(-nll_req).detach().tolist()}
+                    )  # fmt: skip
+                done = done | (loss_req.detach() < hp.early_stop_loss)
+                if bool(done.all()) or step == hp.v_num_grad_steps - 1:
+                    break
+                kept = delta.detach().clone()
+                loss_req[~done].sum().backward()
+                optimiser.step()
+                with torch.no_grad():
+                    delta[done] = kept[done]  # finished requests stop moving
+                    max_norm = hp.clamp_norm_factor * state["v_init"].norm(dim=1)
+                    norms = delta.norm(dim=1)
+                    scale = torch.where(norms > max_norm, max_norm / norms.clamp(min=1e-12), torch.ones_like(norms))
+                    delta.mul_(scale[:, None])
+    finally:
+        handle.remove()
+    v_init = state["v_init"]
+    return v_init, v_init + delta.detach().float()
+
+
+@torch.no_grad()
+def _input_output(model: Model, layer: int, request: Request, fact_token: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MLP output projection's input (key) and output (value) at the fact token of the bare prompt."""
+    module = model.spec.part(model.hf, "mlp_down", layer)
+    idx = token_index(model, request.prompt, request.subject, fact_token)
+    seen = {}
+    handle = module.register_forward_hook(lambda _m, args, out: seen.update(k=args[0][0, idx], v=out[0, idx]))
+    try:
+        model.hf(**model.encode(request.text))
+    finally:
+        handle.remove()
+    return seen["k"].float(), seen["v"].float()
+
+
+def solve_c(c: torch.Tensor, x: torch.Tensor, ridge: float = 0.0) -> torch.Tensor:
+    """C⁻¹ x in float64 (with ``ridge`` × mean diagonal added to C's diagonal)."""
+    c = c.double()
+    if ridge:
+        c = c + ridge * c.diagonal().mean() * torch.eye(len(c), dtype=c.dtype, device=c.device)
+    return torch.linalg.solve(c, x.double().to(c.device))
+
+
+def rome(model: Model, fact, hparams: ROMEHyperParams | None = None, verbose: bool = False) -> Edit:
+    """One ROME edit of ``fact`` (a CounterFact record, its requested_rewrite, or a :class:`Request`).
+
+    Returns an :class:`~locedit.editing.edit.Edit` (not applied). The model's weights are untouched.
+    """
+    hp = hparams or ROMEHyperParams()
+    _check(model, hp.layer, hp.v_loss_layer)
+    request = as_request(fact)
+    name, weight, transposed = edited_weight(model, hp.layer)
+    started = time.perf_counter()
+    templates = context_templates(model, hp.context_template_length_params, seed=hp.seed)
+    # Step 1: the key k* (averaged over prefixes) and the direction u = C⁻¹k* / ‖C⁻¹k*‖.
+    prompts = [t.format(request.prompt) for t in templates]
+    k_star = keys_at(model, hp.layer, prompts, [request.subject] * len(prompts), hp.fact_token).mean(0)
+    if hp.mom2_adjustment:
+        c = key_second_moment(model, hp.layer, n_tokens=hp.mom2_n_samples, seq_len=hp.mom2_seq_len, seed=hp.seed)
+        u = solve_c(c, k_star, hp.mom2_ridge)
+    else:
+        u = k_star.double()
+    u = (u / u.norm()).float()
+    # Step 2: the value v*.
+    log: list = []
+    module = model.spec.part(model.hf, "mlp_down", hp.layer)
+    _v_init, v_star = optimise_value(model, [request], module, templates, hp, log=log)
+    v_star = v_star[0]
+    # Step 3: the rank-one update, exact on the bare prompt's key.
+    k_cur, v_cur = _input_output(model, hp.layer, request, hp.fact_token)
+    right = (v_star - v_cur) / torch.dot(k_cur, u)
+    delta = torch.outer(right, u)  # [d_model, d_mlp]
+    if transposed:
+        delta = delta.T
+    info = {
+        "request": asdict(request),
+        "hparams": asdict(hp),
+        "layer": hp.layer,
+        "v_star": v_star.detach().cpu(),
+        "steps": log,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if verbose:
+        last = log[-1]
+        print(
+            f"ROME layer {hp.layer}: {len(log)} steps, p(target) {log[0]['p_target'][0]:.3f} → "
+            f"{last['p_target'][0]:.3f}, "
+            f"‖ΔW‖ {delta.norm():.3f}, {info['seconds']} s"
+        )
+    return Edit({name: delta.to(weight.dtype).detach().cpu()}, method="ROME", info=info)

@@ -1,0 +1,61 @@
+"""The book's facts file and its loader."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from locedit.data import RELATIONS, candidates, load_facts, reference_texts
+
+
+def test_facts_file_shape():
+    facts = load_facts()
+    assert len(facts) >= 150
+    relations = Counter(f["requested_rewrite"]["relation_id"] for f in facts)
+    assert sum(n >= 5 for n in relations.values()) >= 8
+    for f in facts:
+        rw = f["requested_rewrite"]
+        assert "{}" in rw["prompt"] and rw["subject"]
+        assert rw["target_true"]["str"] != rw["target_new"]["str"]
+        assert rw["target_new"]["str"] in RELATIONS[rw["relation_id"]].objects()
+        assert len(f["paraphrase_prompts"]) == 2
+        assert 5 <= len(f["neighborhood_prompts"]) <= 10
+        assert rw["prompt"].format(rw["subject"]) not in f["neighborhood_prompts"]
+        assert f["generation_prompts"]
+    assert [f["case_id"] for f in facts] == list(range(len(facts)))
+
+
+def test_candidates_and_references():
+    cands = candidates()
+    assert len(cands) > 500
+    refs = reference_texts()
+    assert "Lyon is located in France." in refs["P17", "France"]
+
+
+def test_load_known_1000_and_counterfact(tmp_path):
+    known = [{"known_id": 0, "subject": "Vinson Massif", "attribute": "Antarctica", "relation_id": "P30",
+              "template": "{} is located in the continent of", "prediction": " Antarctica",
+              "prompt": "Vinson Massif is located in the continent of"}]  # fmt: skip
+    path = tmp_path / "known_1000.json"
+    path.write_text(json.dumps(known))
+    (record,) = load_facts(path)
+    assert record["requested_rewrite"]["target_true"]["str"] == "Antarctica"
+    assert record["requested_rewrite"]["target_new"] is None
+    cf = tmp_path / "cf.json"
+    cf.write_text(json.dumps(load_facts(limit=3)))
+    assert len(load_facts(cf)) == 3
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_facts(tmp_path / "nothing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"foo": 1}]))
+    with pytest.raises(ValueError, match="unknown record format"):
+        load_facts(bad)
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(ValueError, match="no records"):
+        load_facts(empty)

@@ -1,0 +1,169 @@
+"""The Edit object and the editors (ROME, FT-L, MEMIT) on tiny models; key statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from locedit.editing import (
+    Edit,
+    EditError,
+    FTHyperParams,
+    MEMITHyperParams,
+    Request,
+    ROMEHyperParams,
+    ft,
+    key_second_moment,
+    memit,
+    rome,
+)
+from locedit.editing.common import edited_weight, token_index
+from locedit.models import Model
+
+FAST = {"context_template_length_params": ((3, 2),), "mom2_n_samples": 256, "mom2_seq_len": 16, "v_num_grad_steps": 4}
+FACT = {"prompt": "The capital of {} is", "subject": "France", "target_new": {"str": "Rome"}}
+
+
+def _tiny_with_tokenizer(family: str, tokenizer) -> Model:
+    """A 2-layer random model whose vocabulary matches ``tokenizer`` (so the editors can read prompts)."""
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    from locedit.arch import spec_for
+
+    vocab = len(tokenizer)
+    if family == "gpt2":
+        config = GPT2Config(vocab_size=vocab, n_layer=2, n_embd=32, n_head=4, n_positions=128)
+    else:
+        config = LlamaConfig(vocab_size=vocab, num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                             num_key_value_heads=2, intermediate_size=48, max_position_embeddings=128)  # fmt: skip
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(config).eval()
+    return Model(hf=hf, tokenizer=tokenizer, spec=spec_for(hf), name=f"tiny-{family}-tok")
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def tiny_tok(request, smollm2) -> Model:
+    return _tiny_with_tokenizer(request.param, smollm2.tokenizer)
+
+
+def _snapshot(model: Model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.hf.named_parameters()}
+
+
+def _same(model: Model, snapshot: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(p, snapshot[n]) for n, p in model.hf.named_parameters())
+
+
+def test_rome_edit_shapes_revert_save(tiny_tok, tmp_path):
+    before = _snapshot(tiny_tok)
+    edit = rome(tiny_tok, FACT, ROMEHyperParams(layer=1, **FAST))
+    assert _same(tiny_tok, before)  # editors never leave changes behind
+    name, weight, transposed = edited_weight(tiny_tok, 1)
+    assert list(edit.deltas) == [name] and edit.deltas[name].shape == weight.shape
+    assert transposed == (tiny_tok.spec.family == "gpt2")
+    singular = torch.linalg.svdvals(edit.deltas[name].double())
+    assert singular[1] < 1e-5 * singular[0]  # rank one
+    with edit.applied(tiny_tok):
+        assert not torch.equal(weight, before[name])
+        # the rank-one update maps the bare prompt's key onto v* exactly
+        from locedit.editing.rome import _input_output
+
+        _, v = _input_output(tiny_tok, 1, Request("The capital of {} is", "France", "Rome"), "subject_last")
+        assert torch.allclose(v, edit.info["v_star"], atol=1e-4)
+    assert _same(tiny_tok, before)  # bit-exact revert
+    edit.save(tmp_path / "e.pt")
+    loaded = Edit.load(tmp_path / "e.pt")
+    assert loaded.method == "ROME" and torch.equal(loaded.deltas[name], edit.deltas[name])
+    loaded.apply(tiny_tok)
+    with pytest.raises(EditError, match="already applied"):
+        loaded.apply(tiny_tok)
+    loaded.revert(tiny_tok)
+    assert _same(tiny_tok, before)
+
+
+def test_ft_and_memit_tiny(tiny_tok):
+    before = _snapshot(tiny_tok)
+    facts = [FACT, {"prompt": "{} plays the", "subject": "Jimi Hendrix", "target_new": "piano"}]
+    edit = ft(tiny_tok, facts, FTHyperParams(layer=0, num_steps=3))
+    assert _same(tiny_tok, before)
+    (delta,) = edit.deltas.values()
+    assert 0 < delta.abs().max() <= 5e-4 + 1e-7  # the L-infinity bound
+    hp = MEMITHyperParams(
+        layers=(0, 1), v_num_grad_steps=3, mom2_n_samples=256, mom2_seq_len=16, context_template_length_params=((3, 5),)
+    )
+    edit = memit(tiny_tok, facts, hp)
+    assert _same(tiny_tok, before)
+    assert len(edit.deltas) == 2
+    with edit.applied(tiny_tok):
+        pass
+    assert _same(tiny_tok, before)
+
+
+def test_errors(tiny_tok):
+    hp = ROMEHyperParams(layer=1, **FAST)
+    with pytest.raises(EditError, match="not in the prompt"):
+        rome(tiny_tok, {"prompt": "The capital is", "subject": "France", "target_new": "Rome"}, hp)
+    with pytest.raises(EditError, match="empty target"):
+        rome(tiny_tok, {"prompt": "The capital of {} is", "subject": "France", "target_new": " "}, hp)
+    with pytest.raises(EditError, match="out of range"):
+        rome(tiny_tok, FACT, ROMEHyperParams(layer=7))
+    with pytest.raises(EditError, match="no facts"):
+        memit(tiny_tok, [])
+    with pytest.raises(EditError, match="no facts"):
+        ft(tiny_tok, [])
+    # a prompt without {} but with the subject written out is accepted
+    assert token_index(tiny_tok, "The capital of {} is", "France") >= 3
+
+
+def test_family_without_mlp_output(tiny_tok, monkeypatch):
+    import dataclasses
+
+    table = dataclasses.replace(tiny_tok.spec.table, mlp_down="no_such_module")
+    monkeypatch.setattr(tiny_tok, "spec", dataclasses.replace(tiny_tok.spec, table=table))
+    with pytest.raises(EditError, match="mlp_down"):
+        rome(tiny_tok, FACT, ROMEHyperParams(layer=1, **FAST))
+
+
+def test_exception_mid_edit_leaves_weights(tiny_tok, monkeypatch):
+    before = _snapshot(tiny_tok)
+    calls = {"n": 0}
+    original = torch.optim.Adam.step
+
+    def failing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("boom")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", failing)
+    for editor in (
+        lambda: ft(tiny_tok, FACT, FTHyperParams(layer=0, num_steps=4)),
+        lambda: memit(
+            tiny_tok, [FACT], MEMITHyperParams(layers=(0, 1), v_num_grad_steps=4, mom2_n_samples=256, mom2_seq_len=16)
+        ),
+        lambda: rome(tiny_tok, FACT, ROMEHyperParams(layer=1, **FAST)),
+    ):
+        calls["n"] = 0
+        with pytest.raises(RuntimeError, match="boom"):
+            editor()
+        assert _same(tiny_tok, before)
+        assert all(p.requires_grad for p in tiny_tok.hf.parameters())
+
+
+def test_apply_failure_restores(tiny_tok):
+    before = _snapshot(tiny_tok)
+    name, weight, _ = edited_weight(tiny_tok, 0)
+    edit = Edit({name: torch.ones_like(weight), "not.a.param": torch.zeros(1)})
+    with pytest.raises(EditError, match="no parameters"):
+        edit.apply(tiny_tok)
+    assert _same(tiny_tok, before)
+    with pytest.raises(EditError, match="not applied"):
+        Edit({name: torch.ones_like(weight)}).revert(tiny_tok)
+
+
+def test_key_statistics_cached(tiny_tok):
+    c = key_second_moment(tiny_tok, [0, 1], n_tokens=256, seq_len=16)
+    assert c[0].dtype == torch.float64 and c[0].shape == (tiny_tok.spec.d_mlp,) * 2
+    assert torch.allclose(c[1], c[1].T)
+    again = key_second_moment(tiny_tok, 1, n_tokens=256, seq_len=16)
+    assert torch.equal(again, c[1])

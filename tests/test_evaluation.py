@@ -1,0 +1,57 @@
+"""CounterFact metrics: probabilities, scores, entropy and TF-IDF."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from locedit.data import load_facts
+from locedit.evaluation import TfIdf, evaluate, ngram_entropy, summarize, target_nll, target_prob
+
+
+def test_target_prob_matches_single_forward(smollm2):
+    prompts = ["The capital of France is", "Lyon is located in the country of"]
+    targets = ["Paris", "New Zealand"]
+    batched = target_prob(smollm2, prompts, targets)
+    for i, (p, t) in enumerate(zip(prompts, targets, strict=True)):
+        tok = smollm2.tokenizer
+        p_ids = tok(p)["input_ids"]
+        t_ids = tok(" " + t, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = smollm2.hf(input_ids=torch.tensor([p_ids + t_ids])).logits[0].log_softmax(-1)
+        nll = -sum(float(logp[len(p_ids) - 1 + j, t_ids[j]]) for j in range(len(t_ids))) / len(t_ids)
+        assert math.isclose(float(batched[i]), math.exp(-nll), rel_tol=1e-4)
+    assert batched[0] > 0.5  # Paris
+    with pytest.raises(ValueError, match="empty target"):
+        target_nll(smollm2, ["x"], [""])
+
+
+def test_evaluate_unedited(smollm2):
+    records = load_facts(limit=6)
+    df = evaluate(smollm2, records)
+    assert list(df.columns) == ["case_id", "ES", "EM", "PS", "PM", "NS", "NM"]
+    assert len(df) == 6
+    summary = df.attrs["summary"]
+    # the unedited model knows these facts: the new object rarely wins on the rewrite prompt
+    assert summary["ES"] <= 20 and summary["NS"] >= 80
+    assert 0 <= summary["S"] <= 100
+    with pytest.raises(ValueError, match="no records"):
+        evaluate(smollm2, [])
+
+
+def test_summarize_harmonic_mean():
+    import pandas as pd
+
+    s = summarize(pd.DataFrame({"case_id": [0, 1], "ES": [100.0, 100.0], "PS": [50.0, 50.0], "NS": [100.0, 0.0]}))
+    assert math.isclose(s["S"], 3 / (1 / 100 + 1 / 50 + 1 / 50))
+
+
+def test_ngram_entropy_and_tfidf():
+    assert ngram_entropy("a a a a a a") == 0
+    varied = ngram_entropy("the cat sat on the mat and then the dog ran off to the park")
+    assert varied > ngram_entropy("the cat the cat the cat the cat the cat the cat")
+    vec = TfIdf(["Paris is in France.", "Berlin is in Germany.", "Rome is in Italy."])
+    assert vec.similarity("Paris France", "Paris is in France.") > vec.similarity("Paris France", "Rome Italy")
+    assert math.isclose(vec.similarity("Berlin is in Germany.", "Berlin is in Germany."), 1.0, rel_tol=1e-9)
