@@ -1,0 +1,324 @@
+"""Residual-stream activation patching, every layer × every position: locedit against its peers.
+
+Run: ``python benchmarks/patching.py`` (``make bench``). Peers come from an optional extra, never needed by the book
+or the tests: ``pip install nnsight==0.8.1 transformer-lens==4.3.0`` (a peer that is missing or fails offline is
+recorded with its reason instead of a time).
+
+One process, ``torch.set_num_threads(2)``, the model loaded once and handed to every peer. For each prompt length
+(≈10, 20, 40 tokens: the clean prompt "The Eiffel Tower is located in the city of" and a corrupted prompt of the
+same length, lengthened by one shared prefix) and dtype, every method first runs once (warm-up) and its grid
+(p(" Paris") at the last position for each patched (layer, position)) is compared with ours; then the methods are
+timed round-robin, ``--repeats`` times each, and the median is kept. Writes ``benchmarks/results.json`` and
+prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import locedit
+from locedit.patching import activation_patching_grid, as_dtype
+
+CLEAN = "The Eiffel Tower is located in the city of"
+CORRUPT = "The Colosseum is located in the city of"
+PREFIX = (
+    " Travel notes, day three: we took the early train, walked along the river, ate lunch in a small square and"
+    " wrote down a few facts about the famous places we saw that week, one per line, for the children to learn."
+)
+TOLERANCE = {"float32": 1e-4, "bfloat16": 0.1}  # grids must agree to this before a time counts
+
+
+# --- prompts -----------------------------------------------------------------------------------------------------
+
+
+def prompts(model: locedit.Model, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean and corrupted input ids [1, tokens]: the two prompts behind one shared prefix (after any BOS)."""
+    tok = model.tokenizer
+    clean = tok(CLEAN)["input_ids"]
+    corrupt = tok(CORRUPT)["input_ids"]
+    assert len(clean) == len(corrupt), "clean and corrupted prompts must have the same length"
+    n_special = len(tok("")["input_ids"])  # BOS, if the tokenizer adds one
+    need = tokens - len(clean)
+    prefix = tok(PREFIX.strip(), add_special_tokens=False)["input_ids"][: max(need, 0)]
+    clean = clean[:n_special] + prefix + clean[n_special:]
+    corrupt = corrupt[:n_special] + prefix + corrupt[n_special:]
+    return torch.tensor([clean]), torch.tensor([corrupt])
+
+
+# --- the methods: each returns the grid [n_layers, seq] ------------------------------------------------------------
+
+
+def ours(variant: str):
+    def run(model, clean, corrupt, target):
+        metric = lambda logits: logits[:, -1].softmax(-1)[:, target]  # noqa: E731
+        kwargs = {"method": "full", "batch_size": 1 << 30} if variant == "full" else {}
+        if variant == "incremental_noskip":
+            kwargs["skip_noops"] = False
+        return activation_patching_grid(
+            model, {"input_ids": clean}, {"input_ids": corrupt}, metric, site="resid_post", **kwargs
+        )
+
+    return run
+
+
+def plain_batched_hooks(model, clean, corrupt, target):
+    """The obvious batched version: one row per patch, forward hooks on the decoder layers, full logits."""
+    hf, spec = model.hf, model.spec
+    n, seq = spec.n_layers, clean.shape[1]
+    blocks = spec.blocks(hf)
+    with torch.no_grad():
+        states = {}
+        handles = [b.register_forward_hook(lambda m, a, o, i=i: states.__setitem__(i, o)) for i, b in enumerate(blocks)]
+        try:
+            hf(input_ids=clean)
+        finally:
+            for h in handles:
+                h.remove()
+
+        def patcher(layer):
+            def hook(_m, _a, out):
+                out = out.clone()
+                for p in range(seq):
+                    out[layer * seq + p, p] = states[layer][0, p]
+                return out
+
+            return hook
+
+        handles = [b.register_forward_hook(patcher(i)) for i, b in enumerate(blocks)]
+        try:
+            logits = hf(input_ids=corrupt.expand(n * seq, -1)).logits
+        finally:
+            for h in handles:
+                h.remove()
+    return logits[:, -1].softmax(-1)[:, target].view(n, seq)
+
+
+def nnsight_batched(model, clean, corrupt, target):
+    from nnsight import LanguageModel
+
+    lm = _nnsight_model(model)
+    n, seq = model.spec.n_layers, clean.shape[1]
+    layers = lm.model.layers
+    with torch.no_grad():
+        with lm.trace(clean):
+            states = torch.stack([layers[i].output[0] for i in range(n)]).save()  # [n, seq, d]
+        outs = []
+        with lm.trace() as tracer:
+            for i in range(n):
+                for p in range(seq):
+                    with tracer.invoke(corrupt):
+                        layers[i].output[:, p] = states[i, p]
+                        outs.append(lm.lm_head.output[:, -1].save())
+    assert isinstance(lm, LanguageModel)
+    return torch.cat(outs).softmax(-1)[:, target].view(n, seq)
+
+
+def nnsight_per_patch(model, clean, corrupt, target):
+    lm = _nnsight_model(model)
+    n, seq = model.spec.n_layers, clean.shape[1]
+    layers = lm.model.layers
+    out = torch.empty(n, seq)
+    with torch.no_grad():
+        with lm.trace(clean):
+            states = torch.stack([layers[i].output[0] for i in range(n)]).save()  # [n, seq, d]
+        for i in range(n):
+            for p in range(seq):
+                with lm.trace(corrupt):
+                    layers[i].output[:, p] = states[i, p]
+                    logits = lm.lm_head.output[:, -1].save()
+                out[i, p] = logits.softmax(-1)[0, target]
+    return out
+
+
+_NNSIGHT: dict[int, object] = {}
+
+
+def _nnsight_model(model):
+    from nnsight import LanguageModel
+
+    key = id(model.hf)
+    if key not in _NNSIGHT:
+        _NNSIGHT[key] = LanguageModel(model.hf, tokenizer=model.tokenizer)
+    return _NNSIGHT[key]
+
+
+_BRIDGES: dict[int, object] = {}
+
+
+def transformer_lens(model, clean, corrupt, target):
+    from transformer_lens import patching
+
+    bridge = _bridge(model)
+    metric = lambda logits: logits[0, -1].softmax(-1)[target]  # noqa: E731
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(clean)
+        grid = patching.generic_activation_patch(
+            bridge,
+            corrupt,
+            cache,
+            metric,
+            patching.layer_pos_patch_setter,
+            "resid_post",
+            index_axis_names=("layer", "pos"),
+        )
+    return grid
+
+
+def _bridge(model):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    key = id(model.hf)
+    if key not in _BRIDGES:
+        attn = model.hf.config._attn_implementation
+        try:
+            _BRIDGES[key] = TransformerBridge.boot_transformers(
+                model.hf.config._name_or_path or model.name,
+                hf_model=model.hf,
+                tokenizer=model.tokenizer,
+                device="cpu",
+                dtype=model.dtype,
+            )
+        finally:  # the bridge may switch the shared model to eager attention; give it back as it was
+            model.hf.config._attn_implementation = attn
+    return _BRIDGES[key]
+
+
+# "fast": one batched forward (or our engine); "slow": one forward per patch
+METHODS: dict[str, tuple[str, Callable]] = {
+    "ours_incremental": ("fast", ours("incremental")),
+    "ours_incremental_noskip": ("fast", ours("incremental_noskip")),
+    "ours_full_batched": ("fast", ours("full")),
+    "plain_batched_hooks": ("fast", plain_batched_hooks),
+    "nnsight_batched": ("fast", nnsight_batched),
+    "nnsight_per_patch": ("slow", nnsight_per_patch),
+    "transformer_lens": ("slow", transformer_lens),
+}
+OURS = "ours_incremental"
+
+
+# --- the run -----------------------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = Path("/proc/cpuinfo").read_text()
+        units = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
+    except OSError:
+        units = []
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+        f"bf16 units: {', '.join(units) or 'none'}, load average at start {load:.1f}"
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[10, 20, 40])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument(
+        "--slow-max-tokens",
+        type=int,
+        default=10,
+        help="run the one-forward-per-patch peers only up to this prompt length",
+    )
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(2)
+    model = locedit.load_model(args.model, device="cpu")
+    target = model.token_id(" Paris")
+    rows = []
+    results = {"machine": machine(), "torch": torch.__version__, "model": args.model, "rows": rows}
+    for dtype_name in args.dtypes:
+        run_model = as_dtype(model, getattr(torch, dtype_name))
+        for tokens in args.tokens:
+            clean, corrupt = prompts(model, tokens)
+            row = {
+                "task": "resid_post patching, every layer × position",
+                "tokens": clean.shape[1],
+                "dtype": dtype_name,
+                "patches": model.spec.n_layers * clean.shape[1],
+            }
+            grids, skipped = {}, {}
+            for name in args.methods:
+                kind, fn = METHODS[name]
+                if kind == "slow" and tokens > args.slow_max_tokens:
+                    skipped[name] = f"not run: one forward per patch, only up to {args.slow_max_tokens} tokens"
+                    continue
+                try:
+                    grids[name] = fn(run_model, clean, corrupt, target).float().cpu()  # warm-up + check
+                except Exception as err:  # noqa: BLE001 - a peer that fails is recorded, not fatal
+                    skipped[name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
+                    traceback.print_exc(file=sys.stderr)
+            reference = grids.get(OURS)
+            diffs = {}
+            for name, grid in grids.items():
+                diff = float((grid - reference).abs().max()) if reference is not None else float("nan")
+                diffs[name] = diff
+                if not diff <= TOLERANCE[dtype_name]:
+                    skipped[name] = f"disagrees with ours by {diff:.3g} (> {TOLERANCE[dtype_name]})"
+            timed = [n for n in grids if n not in skipped]
+            times: dict[str, list[float]] = {n: [] for n in timed}
+            for _ in range(args.repeats):
+                for name in timed:
+                    started = time.perf_counter()
+                    METHODS[name][1](run_model, clean, corrupt, target)
+                    times[name].append(time.perf_counter() - started)
+            medians = {n: statistics.median(t) for n, t in times.items()}
+            row["ours_s"] = medians.get(OURS)
+            row["peers_s"] = {n: medians.get(n, skipped.get(n)) for n in args.methods if n != OURS}
+            for name, value in row["peers_s"].items():
+                if isinstance(value, float) and row["ours_s"] is not None:
+                    row[f"ratio_vs_{name}"] = row["ours_s"] / value
+            row["max_abs_diff"] = {n: d for n, d in diffs.items() if n != OURS}
+            row["all_times_s"] = times
+            rows.append(row)
+            print_row(row)
+            Path(args.out).write_text(json.dumps(results, indent=1))
+    results["load_average_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print_table(results)
+    return 0
+
+
+def print_row(row: dict) -> None:
+    print(f"# {row['dtype']} {row['tokens']} tokens: ours {row['ours_s']}", file=sys.stderr, flush=True)
+
+
+def print_table(results: dict) -> None:
+    print(f"machine: {results['machine']}; torch {results['torch']}; model {results['model']}")
+    names = sorted({n for r in results["rows"] for n in r["peers_s"]})
+    header = f"{'dtype':9} {'tokens':>6} {'ours (s)':>9} " + " ".join(f"{n[:22]:>22}" for n in names)
+    print(header)
+    for r in results["rows"]:
+        cells = []
+        for n in names:
+            v = r["peers_s"].get(n)
+            cells.append(f"{v:9.3f} ({r['ours_s'] / v:5.2f}×)" if isinstance(v, float) else f"{'—':>18}")
+        ours_s = f"{r['ours_s']:9.3f}" if r["ours_s"] is not None else f"{'—':>9}"
+        print(f"{r['dtype']:9} {r['tokens']:>6} {ours_s} " + " ".join(f"{c:>22}" for c in cells))
+    print("(×: ours / peer; below 1 means ours is faster)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
