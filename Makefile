@@ -33,8 +33,9 @@ book: setup
 
 ## make bench: speed against peer libraries (installs the optional peers first).
 bench: setup
-	python -m pip install -q -r benchmarks/requirements.txt
+	python -m pip install -q -r benchmarks/requirements.txt -c requirements.txt
 	python benchmarks/patching.py
+	python benchmarks/neurons.py
 
 clean:
 	rm -rf executed book/_build
