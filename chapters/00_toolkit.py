@@ -35,8 +35,6 @@ device = "auto"
 quick = False
 
 # %%
-import time
-from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -53,15 +51,7 @@ from locedit.viz import layer_curve, layer_token_heatmap, lens_heatmap, show_tok
 from locedit.widgets import lens_explorer
 
 results = ChapterResults("00_toolkit", model_name, quick)
-timings: dict[str, float] = {}
-
-
-@contextmanager
-def timed(name: str):
-    """Record how long a block takes, in ``timings[name]`` (seconds)."""
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 2)
+timings, timed = results.timings, results.timed  # `with timed("step"):` records seconds into the results file
 
 
 torch.manual_seed(0)
@@ -745,7 +735,6 @@ lens_explorer(model, prompt=clean, target=target)
 # Chapter 1 turns the patching sweep into ROME's causal tracing and then edits the fact.
 
 # %%
-results.metrics.update({f"seconds.{k}": v for k, v in timings.items()})
 path = results.write()
 print(f"wrote {path}")
 for key, value in results.metrics.items():

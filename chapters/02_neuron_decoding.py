@@ -41,7 +41,6 @@ base_model_name = None  # e.g. a local folder with SmolLM2-135M (base): then bas
 # %%
 import copy
 import os
-import time
 from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
@@ -68,15 +67,7 @@ from locedit.neurons import (
 from locedit.results import ChapterResults, Claim, verdict
 
 results = ChapterResults("02_neuron_decoding", model_name, quick)
-timings: dict[str, float] = {}
-
-
-@contextmanager
-def timed(name: str):
-    """Record how long a block takes, in ``timings[name]`` (seconds)."""
-    start = time.perf_counter()
-    yield
-    timings[name] = round(time.perf_counter() - start, 2)
+timings, timed = results.timings, results.timed  # `with timed("step"):` records seconds into the results file
 
 
 @contextmanager
@@ -702,7 +693,6 @@ display(pd.DataFrame([vars(c) for c in claims]))
 # Chapter 3 turns from single neurons to concept directions spread over many neurons.
 
 # %%
-results.metrics.update({f"seconds.{k}": v for k, v in timings.items()})
 results.metrics["seconds_per_1000_neurons"] = round(1000 * map_seconds_per_neuron, 3)
 path = results.write()
 print(f"wrote {path}")

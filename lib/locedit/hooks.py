@@ -126,23 +126,26 @@ class Intervention:
         selector = _selector(x, self.rows, self.positions, self.index, str(self.site))
         current = x[selector]
         value = self.value(current) if callable(self.value) else self.value
-        if self.op == "clamp":
-            low, high = value
-            new = current.clamp(min=low, max=high)
-        else:
-            if isinstance(value, torch.Tensor):
-                value = value.to(x.device, x.dtype)
-                if value.dim() == x.dim() and value.shape[1:] == x.shape[1:] and value.shape[0] in (1, x.shape[0]):
-                    value = value.expand_as(x)[selector]
-            if self.op == "replace":
-                new = torch.broadcast_to(torch.as_tensor(value, dtype=x.dtype, device=x.device), current.shape)
-            elif self.op == "add":
-                new = current + value
-            else:
-                new = current * value
+        if isinstance(value, torch.Tensor):
+            value = value.to(x.device, x.dtype)
+            if value.dim() == x.dim() and value.shape[1:] == x.shape[1:] and value.shape[0] in (1, x.shape[0]):
+                value = value.expand_as(x)[selector]
+        new = _combine(self.op, current, value)
         out = x if inplace else x.clone()
         out[selector] = new
         return out
+
+
+def _combine(op: Op, current: torch.Tensor, value) -> torch.Tensor:
+    """The new values of a selection ``current`` under ``op`` with a resolved (not callable) ``value``."""
+    if op == "clamp":
+        low, high = value
+        return current.clamp(min=low, max=high)
+    if isinstance(value, torch.Tensor):
+        value = value.to(current.device, current.dtype)
+    if op == "replace":
+        return torch.broadcast_to(torch.as_tensor(value, dtype=current.dtype, device=current.device), current.shape)
+    return current + value if op == "add" else current * value
 
 
 def _selector(x: torch.Tensor, rows: Index, positions: Index, index: Index, site: str) -> tuple[torch.Tensor, ...]:

@@ -42,6 +42,7 @@ import math
 import os
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -324,7 +325,9 @@ def _hash_key(model: Model, kind: str, layers: list[int], args: tuple) -> str:
     return digest.hexdigest()[:24]
 
 
-_MOMENTS: dict = {}  # the last unembedding's (mean row, second-moment matrix)
+# The last unembedding's (mean row, second-moment matrix), keyed by a weak reference to the parameter itself and its
+# version counter: a data pointer alone can be reused by another model's tensor once the first is freed.
+_MOMENTS: dict = {}
 
 
 class _Readout:
@@ -332,18 +335,19 @@ class _Readout:
 
     def __init__(self, model: Model, norm: bool):
         hf = model.hf
-        self.W = model.spec.unembedding(hf).detach()  # [V, d]
+        self.param = model.spec.unembedding(hf)
+        self.W = self.param.detach()  # [V, d]
         self.f = _readout(model, norm)
         self.cap = getattr(hf.config, "final_logit_softcapping", None) if norm else None
 
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         # mean and second moment of a logit over the vocabulary are quadratic forms in x: no [n, V] pass for z1
-        key = (self.W.data_ptr(), self.W._version, tuple(self.W.shape))
-        if key not in _MOMENTS:
+        ref = _MOMENTS.get("ref")
+        if ref is None or ref() is not self.param or _MOMENTS["version"] != self.param._version:
             Wf = self.W.float()
-            _MOMENTS.clear()
-            _MOMENTS[key] = (Wf.mean(0), (Wf.T @ Wf) / Wf.shape[0])
-        return _MOMENTS[key]
+            value = (Wf.mean(0), (Wf.T @ Wf) / Wf.shape[0])
+            _MOMENTS.update(ref=weakref.ref(self.param), version=self.param._version, value=value)
+        return _MOMENTS["value"]
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         z = torch.mm(x, self.W.T)  # [c, V]; mm reads the transposed view without a copy

@@ -61,7 +61,17 @@ import torch
 from torch import nn
 
 from locedit.arch import ArchSpec, LayerAdapter, layer_adapter
-from locedit.hooks import Intervention, Site, _as_index, _input_hook, _locate, _output_hook, patch, run_with
+from locedit.hooks import (
+    Intervention,
+    Site,
+    _as_index,
+    _combine,
+    _input_hook,
+    _locate,
+    _output_hook,
+    patch,
+    run_with,
+)
 from locedit.models import Model
 
 Method = Literal["incremental", "cached", "full"]
@@ -373,18 +383,7 @@ def _apply_single(x: torch.Tensor, item: _Single) -> None:
     sel = (item.row, item.rel) if op.index is None else (item.row, item.rel[:, None], op.index[None, :])
     current = x[sel][None]
     value = op.value(current) if callable(op.value) else op.value
-    if op.op == "clamp":
-        low, high = value
-        new = current.clamp(min=low, max=high)
-    else:
-        if isinstance(value, torch.Tensor):
-            value = value.to(x.device, x.dtype)
-        if op.op == "replace":
-            new = torch.broadcast_to(torch.as_tensor(value, dtype=x.dtype, device=x.device), current.shape)
-        elif op.op == "add":
-            new = current + value
-        else:
-            new = current * value
+    new = _combine(op.op, current, value)
     x[sel] = new[0]
 
 

@@ -15,6 +15,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,7 +49,17 @@ class ChapterResults:
     quick: bool
     metrics: dict[str, float] = field(default_factory=dict)
     claims: list[Claim] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # written as metrics "seconds.<name>"
     started: float = field(default_factory=time.perf_counter)
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Time the block into ``timings[name]`` (seconds, 2 decimals)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 2)
 
     def write(self, folder: str | Path | None = None) -> Path:
         """Write ``<folder>/<chapter>.results.json`` atomically and return its path."""
@@ -58,7 +70,7 @@ class ChapterResults:
             "model": self.model,
             "quick": self.quick,
             "seconds": round(time.perf_counter() - self.started, 1),
-            "metrics": self.metrics,
+            "metrics": {**self.metrics, **{f"seconds.{k}": v for k, v in self.timings.items()}},
             "claims": [asdict(c) for c in self.claims],
         }
         path = folder / f"{self.chapter}.results.json"
