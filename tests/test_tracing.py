@@ -1,0 +1,112 @@
+"""Causal tracing: the engine's trace equals the plain full-forward trace, restorations that must give the clean or
+the corrupted probability do, severed restores cut what they should, buckets are the paper's, bad input fails."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from locedit.tracing import (
+    BUCKETS,
+    Trace,
+    TraceError,
+    average_effects,
+    causal_trace,
+    default_window,
+    embedding_std,
+    subject_range,
+)
+
+PROMPT = "The Eiffel Tower is located in the city of"
+SUBJECT = "Eiffel Tower"
+
+
+@pytest.fixture(scope="module")
+def small_trace(smollm2) -> Trace:
+    n = smollm2.spec.n_layers
+    return causal_trace(
+        smollm2, PROMPT, SUBJECT, "Paris", kinds=("hidden", "mlp", "hidden-sever-mlp"), samples=2,
+        layers=[0, 9, n - 1], window=3,
+    )  # fmt: skip
+
+
+def test_trace_matches_full_reference(smollm2, small_trace):
+    n = smollm2.spec.n_layers
+    full = causal_trace(
+        smollm2, PROMPT, SUBJECT, "Paris", kinds=("hidden", "mlp", "hidden-sever-mlp"), samples=2,
+        layers=[0, 9, n - 1], window=3, method="full",
+    )  # fmt: skip
+    assert math.isclose(full.p_corrupt, small_trace.p_corrupt, abs_tol=1e-5)
+    for kind, scores in full.scores.items():
+        diff = (scores - small_trace.scores[kind]).abs().max().item()
+        assert diff <= 1e-5, f"{kind}: incremental differs from the full reference by {diff:.2e}"
+
+
+def test_restorations_that_must_give_clean_or_corrupted(smollm2, small_trace):
+    t = small_trace
+    first, _ = t.subject_range
+    assert t.tokens[first].strip() == "E" and t.p_clean > 0.5 > t.p_corrupt  # the model knows it; noise breaks it
+    # the last layer's residual at the last token decides the logits: restoring it gives the clean probability
+    assert math.isclose(float(t.scores["hidden"][-1, -1]), t.p_clean, rel_tol=1e-4)
+    # before the subject nothing is corrupted: restoring there gives the corrupted probability exactly
+    for kind in t.scores:
+        assert torch.all(t.scores[kind][:, :first] == t.p_corrupt)
+    # no MLP above the last layer: severing them changes nothing there
+    assert torch.allclose(t.scores["hidden-sever-mlp"][-1], t.scores["hidden"][-1], atol=1e-6)
+    # severing the MLPs at the subject's last token can only be told apart from the plain restore if it matters;
+    # at layer 0 it removes every later MLP's reading of that token, so the effect must change
+    last_subj = t.subject_range[1] - 1
+    assert not torch.allclose(t.scores["hidden-sever-mlp"][0, last_subj], t.scores["hidden"][0, last_subj])
+    assert t.per_sample["hidden"].shape == (3, len(t.tokens), 2)
+
+
+def test_same_seed_same_trace(smollm2):
+    a = causal_trace(smollm2, PROMPT, SUBJECT, kinds=("hidden",), samples=2, layers=[5], seed=3)
+    b = causal_trace(smollm2, PROMPT, SUBJECT, kinds=("hidden",), samples=2, layers=[5], seed=3)
+    assert torch.equal(a.scores["hidden"], b.scores["hidden"])
+    assert a.target.strip() == "Paris"  # target=None traces the model's own top token
+
+
+def test_subject_range_and_noise(smollm2):
+    first, end = subject_range(smollm2, PROMPT, SUBJECT)
+    assert "".join(smollm2.str_tokens(PROMPT)[first:end]).strip() == SUBJECT
+    sigma = embedding_std(smollm2, ["Eiffel Tower", "Barack Obama"])
+    assert 0 < sigma < 1
+    assert default_window(48) == 10 and default_window(30) == 6
+
+
+def test_bad_input(smollm2):
+    with pytest.raises(TraceError, match="not in the prompt"):
+        causal_trace(smollm2, PROMPT, "Big Ben")
+    with pytest.raises(TraceError, match="empty target"):
+        causal_trace(smollm2, PROMPT, SUBJECT, " ")
+    with pytest.raises(TraceError, match="unknown trace kind"):
+        causal_trace(smollm2, PROMPT, SUBJECT, kinds=("mlps",))
+    with pytest.raises(IndexError):
+        causal_trace(smollm2, PROMPT, SUBJECT, layers=[smollm2.spec.n_layers])
+    with pytest.raises(TraceError, match="no traces"):
+        average_effects([], "hidden")
+
+
+def _fake(tokens: int, subject: tuple[int, int], value_at: dict[int, float]) -> Trace:
+    scores = torch.zeros(2, tokens)
+    for t, v in value_at.items():
+        scores[:, t] = v
+    return Trace("p", "s", "o", ["x"] * tokens, subject, 1.0, 0.0, {"hidden": scores}, 0.1, 1, 1)
+
+
+def test_buckets():
+    # tokens: 0 pre, 1-3 subject, 4 first subsequent, 5-6 further, 7 last
+    a = _fake(8, (1, 4), {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0, 5: 5.0, 6: 7.0, 7: 8.0})
+    # one-token subject right before the last token: first = last subject, first subsequent = last token
+    b = _fake(4, (2, 3), {2: 10.0, 3: 20.0})
+    aie, counts = average_effects([a, b], "hidden")
+    expected = [(1 + 10) / 2, 2.0, (3 + 10) / 2, (4 + 20) / 2, 6.0, (8 + 20) / 2]
+    assert counts.tolist() == [2, 1, 2, 2, 1, 2]
+    assert torch.allclose(aie[:, 0], torch.tensor(expected))
+    assert len(BUCKETS) == aie.shape[0]
+    c = _fake(3, (0, 1), {})
+    aie, counts = average_effects([c], "hidden")
+    assert counts[1] == 0 and torch.isnan(aie[1]).all()  # no middle tokens anywhere: NaN, not 0
