@@ -167,3 +167,30 @@ def test_key_statistics_cached(tiny_tok):
     assert torch.allclose(c[1], c[1].T)
     again = key_second_moment(tiny_tok, 1, n_tokens=256, seq_len=16)
     assert torch.equal(again, c[1])
+
+
+@pytest.mark.parametrize("hooked", ["mlp_down", "block"])
+def test_value_optimisation_prefix_cache_matches_whole_prompts(tiny_tok, hooked):
+    """The fast path (prefix key/value cache, suffix-only steps, logits only where read) gives the reference's
+    losses and v*; one request's subject is a single token at the very start of its KL prompt (an empty prefix)."""
+    from locedit.editing.common import as_request, context_templates
+    from locedit.editing.rome import optimise_value
+
+    hp = ROMEHyperParams(layer=1, **FAST)
+    requests = [
+        as_request(FACT),
+        as_request({"prompt": "{} is the capital of", "subject": "Paris", "target_new": "Spain"}),
+    ]
+    templates = context_templates(tiny_tok, hp.context_template_length_params)
+    spec = tiny_tok.spec
+    module = spec.part(tiny_tok.hf, "mlp_down", 1) if hooked == "mlp_down" else spec.block(tiny_tok.hf, 1)
+    runs = []
+    for prefix_cache in (True, False):
+        log: list = []
+        v_init, v_star = optimise_value(tiny_tok, requests, module, templates, hp, log=log, prefix_cache=prefix_cache)
+        runs.append((v_init, v_star, torch.tensor([step["loss"] for step in log])))
+    (vi_a, vs_a, loss_a), (vi_b, vs_b, loss_b) = runs
+    assert torch.allclose(vi_a, vi_b, atol=1e-5)
+    assert torch.allclose(loss_a, loss_b, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(vs_a, vs_b, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(vs_a, vi_a)  # the optimisation moved
