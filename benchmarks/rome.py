@@ -68,7 +68,8 @@ def main() -> None:
     kinds = ("hidden", "mlp", "attn")
 
     if "trace" not in args.skip:
-        def trace(method: str = "incremental"):  # fmt: skip
+
+        def trace(method: str = "incremental"):
             return causal_trace(model, PROMPT, SUBJECT, TARGET, kinds=kinds, samples=args.samples, method=method)
 
         causal_trace(model, PROMPT, SUBJECT, TARGET, kinds=("hidden",), samples=1, layers=[0])  # warm-up
