@@ -110,3 +110,18 @@ def test_buckets():
     c = _fake(3, (0, 1), {})
     aie, counts = average_effects([c], "hidden")
     assert counts[1] == 0 and torch.isnan(aie[1]).all()  # no middle tokens anywhere: NaN, not 0
+
+
+def test_positions_subset(smollm2, small_trace):
+    """Restoring only some tokens gives those columns exactly as the full trace, NaN elsewhere."""
+    n = smollm2.spec.n_layers
+    last_subj = small_trace.subject_range[1] - 1
+    part = causal_trace(
+        smollm2, PROMPT, SUBJECT, "Paris", kinds=("hidden", "mlp", "hidden-sever-mlp"), samples=2,
+        layers=[0, 9, n - 1], window=3, positions=[last_subj, -1],
+    )  # fmt: skip
+    for kind, scores in part.scores.items():
+        assert torch.allclose(scores[:, [last_subj, -1]], small_trace.scores[kind][:, [last_subj, -1]], atol=1e-6)
+        assert torch.isnan(scores[:, 0]).all()
+    with pytest.raises(IndexError):
+        causal_trace(smollm2, PROMPT, SUBJECT, positions=[99])

@@ -161,6 +161,7 @@ def causal_trace(
     samples: int = 10,
     window: int | None = None,
     layers: Sequence[int] | None = None,
+    positions: Sequence[int] | None = None,
     seed: int = 1,
     dtype: torch.dtype | None = None,
     method: str = "incremental",
@@ -179,6 +180,8 @@ def causal_trace(
         samples: noise draws (the paper: 10).
         window: layers per MLP/attention window (default :func:`default_window`).
         layers: the layers to restore at (default all); rows of ``scores`` follow this order.
+        positions: restore only at these token positions (default all); the other columns of ``scores`` are NaN
+            (e.g. ``[last_subject_token]`` for the severed kinds, the paper's Figure 3).
         seed: noise seed (the draws are the same for every kind).
         dtype, method, batch_size: passed to :func:`locedit.patching.sweep`.
     """
@@ -245,7 +248,10 @@ def causal_trace(
 
     # Restorations before the subject change nothing (the noise starts at the subject): they are not run, their
     # score is the corrupted run's. The corrupted run itself is an empty patch per noise sample.
-    span = range(first, seq)
+    wanted = range(seq) if positions is None else sorted({int(p) % seq for p in positions})
+    if positions is not None and any(not -seq <= int(p) < seq for p in positions):
+        raise IndexError(f"positions {list(positions)} out of range for a {seq}-token prompt")
+    span = [t for t in wanted if t >= first]
     patches = [Patch([], row=s) for s in range(samples)] + [
         Patch(restore(kind, layer, t), row=s)
         for kind in kinds
@@ -257,7 +263,9 @@ def causal_trace(
                   batch_size=batch_size)  # fmt: skip
     corrupted, restored = probs[:samples], probs[samples:].reshape(len(kinds), len(layers), len(span), samples)
     per_sample = corrupted.expand(len(kinds), len(layers), seq, samples).clone()
-    per_sample[:, :, first:] = restored
+    if positions is not None:
+        per_sample[:, :, [t for t in range(seq) if t not in wanted]] = float("nan")
+    per_sample[:, :, span] = restored
     return Trace(
         prompt=prompt,
         subject=subject,
