@@ -59,3 +59,14 @@ def test_load_errors(tmp_path):
     empty.write_text("[]")
     with pytest.raises(ValueError, match="no records"):
         load_facts(empty)
+
+
+def test_balanced_spreads_relations():
+    from locedit.data import balanced
+
+    facts = load_facts()
+    relations = {f["requested_rewrite"]["relation_id"] for f in facts}
+    sample = balanced(facts, len(relations))
+    assert len({f["requested_rewrite"]["relation_id"] for f in sample}) == len(relations)
+    assert balanced(facts, 10, seed=1) == balanced(facts, 10, seed=1)
+    assert len(balanced(facts, 10_000)) == len(facts)

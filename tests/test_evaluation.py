@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -37,6 +38,8 @@ def test_evaluate_unedited(smollm2):
     # the unedited model knows these facts: the new object rarely wins on the rewrite prompt
     assert summary["ES"] <= 20 and summary["NS"] >= 80
     assert 0 <= summary["S"] <= 100
+    both = pd.concat([df, evaluate(smollm2, records[:2])])  # per-record frames concatenate (chapter 1 does it)
+    assert len(both) == 8
     with pytest.raises(ValueError, match="no records"):
         evaluate(smollm2, [])
 

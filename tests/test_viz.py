@@ -30,7 +30,9 @@ def tiny_llama() -> Model:
     vocab.update({f"w{i}": i for i in range(len(vocab), 64)})
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="</s>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", pad_token="</s>", bos_token="<s>", eos_token="</s>"
+    )
     config = LlamaConfig(
         vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1,
@@ -181,3 +183,29 @@ def test_lens_explorer_smollm2(smollm2):
     box = lens_explorer(smollm2)
     html = box.children[1].outputs[0]["data"]["text/html"]
     assert "␣Paris" in html and html.count("<tr>") == 1 + smollm2.spec.n_layers
+
+
+def test_rome_explorer_traces_edits_and_reverts(tiny_llama):
+    from locedit.editing import ROMEHyperParams
+    from locedit.widgets import rome_explorer
+
+    fact = {
+        "requested_rewrite": {"prompt": "The {} is in the city of", "subject": "Eiffel Tower",
+                              "target_true": {"str": "Paris"}, "target_new": {"str": "Rome"}}
+    }  # fmt: skip
+    hp = ROMEHyperParams(layer=1, context_template_length_params=((3, 1),), mom2_n_samples=256, mom2_seq_len=16,
+                         v_num_grad_steps=3)  # fmt: skip
+    weights = {n: p.detach().clone() for n, p in tiny_llama.hf.named_parameters()}
+    box = rome_explorer(tiny_llama, [fact], hp, noise=0.5, samples=1)
+    picker, texts, buttons, out = box.children
+    prompt_box, subject_box, new_box = texts.children
+    assert prompt_box.value == "The Eiffel Tower is in the city of" and new_box.value == "Rome"
+    assert len(out.outputs) == 2  # the first trace is rendered at build time: a caption and the heat map
+    assert "application/vnd.plotly.v1+json" in out.outputs[1]["data"]
+    buttons.children[1].click()  # Edit with ROME
+    (result,) = out.outputs
+    assert "→" in result["data"]["text/html"] and "<table" in result["data"]["text/html"]
+    assert all(torch.equal(p, weights[n]) for n, p in tiny_llama.hf.named_parameters())  # reverted
+    subject_box.value = "Big Ben"
+    buttons.children[0].click()  # Trace a subject that is not in the prompt: a clear message, no exception
+    assert "not in the prompt" in out.outputs[0]["data"]["text/html"]

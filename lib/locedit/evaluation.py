@@ -157,7 +157,7 @@ def evaluate(
 
     Columns: ``case_id``, ``ES``, ``EM``, ``PS``, ``PM``, ``NS``, ``NM``, plus ``GE`` and ``RS`` when
     ``generation`` is true (slower: one sampled 100-token text per generation prompt). The means and the score S
-    are in ``df.attrs["summary"]`` (see :func:`summarize`). All prompts of all records go through the model in
+    are in ``df.attrs["summary"]`` (a dict; see :func:`summarize`). All prompts of all records go through the model in
     batches together.
     """
     if not records:
@@ -198,7 +198,7 @@ def evaluate(
     df = df[["case_id"] + [c for c in ("ES", "EM", "PS", "PM", "NS", "NM") if c in df]]
     if generation:
         df = df.join(_generation_metrics(model, records, references, seed, batch_size))
-    df.attrs["summary"] = summarize(df)
+    df.attrs["summary"] = summarize(df).to_dict()  # a dict, so frames still concatenate
     return df
 
 

@@ -8,8 +8,10 @@ static book shows it; typing a new prompt needs a live kernel.
 from __future__ import annotations
 
 import html
+import json
 
 import ipywidgets as widgets
+import plotly.io as pio
 import torch
 from IPython.display import HTML
 
@@ -93,3 +95,95 @@ def lens_explorer(
     prompt_box.observe(render, names="value")  # Enter / focus loss (continuous_update=False)
     render()
     return widgets.VBox([widgets.HBox([prompt_box, target_box, button]), out])
+
+
+def rome_explorer(model: Model, facts: list[dict], hparams, noise: float, samples: int = 2) -> widgets.VBox:
+    """Pick (or type) a fact, trace it, type a new object, edit it with ROME, compare generations before and after.
+
+    ``facts`` are CounterFact records (their prompts fill the picker); ``hparams`` is a
+    :class:`~locedit.editing.ROMEHyperParams`; ``noise`` is the trace's ν; ``samples`` its noise draws (the trace
+    restores the MLP windows only, to stay interactive). The first fact is rendered at build time. Every edit is
+    reverted when its comparison is done.
+
+    Returns:
+        ``VBox([picker, HBox([prompt, subject, new object]), HBox([buttons]), Output])``.
+    """
+    from locedit.editing import rome
+    from locedit.evaluation import generate, target_prob
+    from locedit.tracing import causal_trace
+    from locedit.viz import layer_token_heatmap
+
+    texts = [r["requested_rewrite"]["prompt"].format(r["requested_rewrite"]["subject"]) for r in facts]
+    options = [(text, i) for i, text in enumerate(texts)]
+    picker = widgets.Dropdown(options=options, description="fact", layout=widgets.Layout(width="70%"))
+    prompt_box = widgets.Text(description="prompt", layout=widgets.Layout(width="45%"))
+    subject_box = widgets.Text(description="subject", layout=widgets.Layout(width="25%"))
+    new_box = widgets.Text(description="new object", layout=widgets.Layout(width="25%"))
+    trace_button = widgets.Button(description="Trace", button_style="info")
+    edit_button = widgets.Button(description="Edit with ROME", button_style="primary")
+    out = widgets.Output(layout=widgets.Layout(border="1px solid #ddd", padding="4px"))
+
+    def fill(*_args) -> None:
+        rw = facts[picker.value]["requested_rewrite"]
+        prompt_box.value = rw["prompt"].format(rw["subject"])
+        subject_box.value = rw["subject"]
+        new_box.value = rw["target_new"]["str"]
+
+    def show(*items) -> None:
+        out.outputs = ()
+        for item in items:
+            if isinstance(item, str):
+                out.append_display_data(HTML(item))
+            else:  # a plotly figure, as the plotly mime type (rendered by JupyterLab, with or without a kernel)
+                bundle = {"application/vnd.plotly.v1+json": json.loads(pio.to_json(item)), "text/plain": "heat map"}
+                out.outputs += ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+
+    def error(err: Exception) -> None:
+        show(f'<p style="color:#b00">{html.escape(str(err))}</p>')
+
+    def trace(*_args) -> None:
+        try:
+            t = causal_trace(model, prompt_box.value, subject_box.value, kinds=("mlp",), noise=noise, samples=samples)
+        except (ValueError, IndexError) as err:
+            return error(err)
+        fig = layer_token_heatmap(
+            t.scores["mlp"], t.tokens, title=f"restored MLP window: P({t.target.strip()})", colorbar="P",
+            layers_on="x", colorscale="Greens", zmin=0, value_format=".2f", height=300,
+        )  # fmt: skip
+        show(
+            f"<p>P({html.escape(t.target)}) clean {t.p_clean:.3f}, corrupted {t.p_corrupt:.3f} "
+            f"({samples} noise samples, {t.seconds:.1f} s)</p>",
+            fig,
+        )
+
+    def edit(*_args) -> None:
+        text, subject, new = prompt_box.value, subject_box.value, new_box.value
+        try:
+            change = rome(model, {"prompt": text, "subject": subject, "target_new": new}, hparams)
+        except ValueError as err:
+            return error(err)
+        prompts = [text, f"{subject} is", f"People say that {subject}"]
+        true = model.top_tokens(text, k=1)[0][0].strip()
+        before = generate(model, prompts, max_length=40, seed=1)
+        p_before = target_prob(model, [text, text], [true, new])
+        with change.applied(model):
+            after = generate(model, prompts, max_length=40, seed=1)
+            p_after = target_prob(model, [text, text], [true, new])
+        rows = "".join(
+            f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in zip(before, after, strict=True)
+        )
+        show(
+            f"<p>P({html.escape(true)}): {p_before[0]:.3f} → {p_after[0]:.3f}; P({html.escape(new)}): "
+            f"{p_before[1]:.3f} → {p_after[1]:.3f} (ROME at layer {hparams.layer}, {change.info['seconds']} s; "
+            "reverted)</p>"
+            f"<table><tr><th>before</th><th>after the edit</th></tr>{rows}</table>"
+        )
+
+    picker.observe(fill, names="value")
+    trace_button.on_click(trace)
+    edit_button.on_click(edit)
+    fill()
+    trace()
+    return widgets.VBox(
+        [picker, widgets.HBox([prompt_box, subject_box, new_box]), widgets.HBox([trace_button, edit_button]), out]
+    )

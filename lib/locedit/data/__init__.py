@@ -35,6 +35,7 @@ __all__ = [
     "FACTS_PATH",
     "RELATIONS",
     "Relation",
+    "balanced",
     "build_facts",
     "candidates",
     "known_mask",
@@ -229,3 +230,25 @@ def load_facts(path: str | Path | None = None, limit: int | None = None) -> list
         r.setdefault("neighborhood_prompts", [])
         r.setdefault("generation_prompts", [])
     return out[:limit] if limit is not None else out
+
+
+def balanced(records: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
+    """``n`` records spread over the relations: shuffled (with ``seed``) within each relation, then taken round-robin
+    across relations, so a small sample is not all one relation (the book's facts are 80 of 231 ``P17``)."""
+    if n < 1:
+        raise ValueError("n must be ≥ 1")
+    by_relation: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_relation[r["requested_rewrite"].get("relation_id", "")].append(r)
+    rng = random.Random(seed)
+    queues = []
+    for rel in sorted(by_relation):
+        group = list(by_relation[rel])
+        rng.shuffle(group)
+        queues.append(group)
+    out: list[dict] = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out

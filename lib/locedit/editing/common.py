@@ -127,6 +127,11 @@ def context_templates(
         if starts is None:
             vocab = tok.get_vocab()
             first = vocab.get("<|endoftext|>", tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
+            if first is None:
+                raise EditError(
+                    "the tokenizer has no <|endoftext|>, BOS or EOS token to start the prefixes from: pass "
+                    "starts=('The', 'Therefore', ...) (MEMIT's choice) or set tokenizer.bos_token"
+                )
             prompts = [[first]] * count
         else:
             prompts = [tok(starts[i % len(starts)], add_special_tokens=False)["input_ids"] for i in range(count)]
