@@ -7,9 +7,9 @@ exactly with ``with edit.applied(model): ...``, or ``edit.apply(model)`` / ``edi
 
 from locedit.editing.common import Request, as_request, context_templates
 from locedit.editing.edit import Edit, EditError
-from locedit.editing.ft import FTHyperParams, ft
+from locedit.editing.ft import FTHyperParams, ft, ft_each
 from locedit.editing.memit import MEMITHyperParams, memit
-from locedit.editing.rome import ROMEHyperParams, rome
+from locedit.editing.rome import ROMEHyperParams, rome, rome_each
 from locedit.editing.stats import key_second_moment
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "as_request",
     "context_templates",
     "ft",
+    "ft_each",
     "key_second_moment",
     "memit",
     "rome",
+    "rome_each",
 ]

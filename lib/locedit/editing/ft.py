@@ -50,23 +50,7 @@ def ft(model: Model, facts, hparams: FTHyperParams | None = None) -> Edit:
         names = [name]
     params = dict(model.hf.named_parameters())
     started = time.perf_counter()
-    tok = model.tokenizer
-    rows, spans = [], []
-    for r in requests:
-        target = target_ids(model, r.target_new)
-        prompt = tok(r.text)["input_ids"]
-        rows.append(prompt + target)
-        spans.append((len(prompt), target))
-    pad = tok.pad_token_id or 0
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for i, (row, (start, target)) in enumerate(zip(rows, spans, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-        labels[i, start : start + len(target)] = torch.tensor(target)
-    ids, mask, labels = ids.to(model.device), mask.to(model.device), labels.to(model.device)
+    ids, mask, labels = _rows(model, requests)
     log = []
     with restoring(model, names) as originals, frozen(model), torch.enable_grad():
         trained = [params[n] for n in names]
@@ -75,11 +59,7 @@ def ft(model: Model, facts, hparams: FTHyperParams | None = None) -> Edit:
         optimiser = torch.optim.Adam(trained, lr=hp.lr, weight_decay=hp.weight_decay)
         for step in range(hp.num_steps):
             optimiser.zero_grad()
-            logits = model.hf(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            shifted = labels[:, 1:]
-            valid = shifted != -100
-            picked = logits.log_softmax(-1).gather(2, shifted.clamp(min=0)[..., None])[..., 0]
-            loss = (-(picked * valid).sum(1) / valid.sum(1)).mean()
+            loss = _row_nll(model.hf(input_ids=ids, attention_mask=mask).logits, labels).mean()
             log.append({"step": step, "loss": loss.item()})
             if loss.item() < hp.early_stop_loss:
                 break
@@ -98,3 +78,100 @@ def ft(model: Model, facts, hparams: FTHyperParams | None = None) -> Edit:
         "seconds": round(time.perf_counter() - started, 2),
     }
     return Edit(deltas, method="FT-L" if hp.norm_constraint is not None else "FT", info=info)
+
+
+def ft_each(model: Model, facts: list, hparams: FTHyperParams | None = None, group: int = 25) -> list[Edit]:
+    """One *independent* FT-L edit per fact (each applied on its own, as in the paper's evaluation), trained
+    ``group`` facts at a time in one batch: each fact gets its own copy of the output projection's change ΔW_i,
+    added on its own batch row by a hook (y = W k + ΔW_i k), with its own loss, Adam state (elementwise, so the
+    facts do not interact), L∞ bound and early stop. Same result as :func:`ft` per fact, to float rounding; much
+    faster on a CPU. Only the default setting (output projection, no weight decay) is batched; other settings
+    run :func:`ft` once per fact.
+    """
+    hp = hparams or FTHyperParams()
+    if not facts:
+        raise EditError("no facts to edit: pass a non-empty list")
+    if hp.whole_mlp or hp.weight_decay:
+        return [ft(model, f, hp) for f in facts]
+    try:
+        model.spec.check_layer(hp.layer)
+    except IndexError as err:
+        raise EditError(f"{err}; pick the edited layer inside that range") from err
+    requests = [as_request(f) for f in facts]
+    name, weight, transposed = edited_weight(model, hp.layer)
+    module = model.spec.part(model.hf, "mlp_down", hp.layer)
+    d_out, d_in = (weight.shape[1], weight.shape[0]) if transposed else tuple(weight.shape)
+    edits: list[Edit] = []
+    for lo in range(0, len(requests), group):
+        chunk = requests[lo : lo + group]
+        started = time.perf_counter()
+        ids, mask, labels = _rows(model, chunk)
+        n = len(chunk)
+        delta = torch.zeros(n, d_out, d_in, device=weight.device, dtype=torch.float32, requires_grad=True)
+        optimiser = torch.optim.Adam([delta], lr=hp.lr)
+
+        def hook(_module, args, output, delta=delta):
+            return output + torch.einsum("bti,boi->bto", args[0].float(), delta).to(output.dtype)
+
+        handle = module.register_forward_hook(hook)
+        done = torch.zeros(n, dtype=torch.bool, device=weight.device)
+        losses: list[list[float]] = []
+        try:
+            with frozen(model), torch.enable_grad():
+                for _step in range(hp.num_steps):
+                    optimiser.zero_grad()
+                    loss = _row_nll(model.hf(input_ids=ids, attention_mask=mask).logits, labels)  # [n]
+                    losses.append(loss.detach().tolist())
+                    done = done | (loss.detach() < hp.early_stop_loss)
+                    if bool(done.all()):
+                        break
+                    kept = delta.detach().clone()
+                    loss[~done].sum().backward()
+                    optimiser.step()
+                    with torch.no_grad():
+                        delta[done] = kept[done]
+                        if hp.norm_constraint is not None:
+                            delta.clamp_(-hp.norm_constraint, hp.norm_constraint)
+        finally:
+            handle.remove()
+        seconds = round((time.perf_counter() - started) / n, 2)
+        for i, request in enumerate(chunk):
+            change = delta[i].detach().to(weight.dtype)
+            change = (change.T if transposed else change).cpu()
+            info = {
+                "requests": [asdict(request)],
+                "hparams": asdict(hp),
+                "steps": [{"step": s, "loss": step[i]} for s, step in enumerate(losses)],
+                "seconds": seconds,
+            }
+            edits.append(Edit({name: change}, method="FT-L" if hp.norm_constraint is not None else "FT", info=info))
+    return edits
+
+
+def _rows(model: Model, requests) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded prompt + target ids, mask and labels (-100 except on the target tokens): [n, T] each."""
+    tok = model.tokenizer
+    rows, spans = [], []
+    for r in requests:
+        target = target_ids(model, r.target_new)
+        prompt = tok(r.text)["input_ids"]
+        rows.append(prompt + target)
+        spans.append((len(prompt), target))
+    pad = tok.pad_token_id or 0
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (row, (start, target)) in enumerate(zip(rows, spans, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        labels[i, start : start + len(target)] = torch.tensor(target)
+    return ids.to(model.device), mask.to(model.device), labels.to(model.device)
+
+
+def _row_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean NLL of the labelled tokens of each row: [n]."""
+    logits, shifted = logits[:, :-1].float(), labels[:, 1:]
+    valid = shifted != -100
+    picked = logits.log_softmax(-1).gather(2, shifted.clamp(min=0)[..., None])[..., 0]
+    return -(picked * valid).sum(1) / valid.sum(1)
