@@ -36,6 +36,7 @@ bench: setup
 	python -m pip install -q -r benchmarks/requirements.txt -c requirements.txt
 	python benchmarks/patching.py
 	python benchmarks/neurons.py
+	python benchmarks/rome.py
 
 clean:
 	rm -rf executed book/_build
