@@ -58,6 +58,14 @@ def as_request(fact) -> Request:
     return Request(prompt, subject, request.target_new.strip(), request.target_true)
 
 
+def check_edit_layer(model: Model, layer: int, what: str = "the edited layer") -> None:
+    """Raise :class:`EditError` naming the fix when ``layer`` is outside the model."""
+    try:
+        model.spec.check_layer(layer)
+    except IndexError as err:
+        raise EditError(f"{err}; pick {what} inside that range") from err
+
+
 def edited_weight(model: Model, layer: int) -> tuple[str, nn.Parameter, bool]:
     """(parameter name, weight, transposed) of the MLP output projection at ``layer``.
 

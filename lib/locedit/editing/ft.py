@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from locedit.editing.common import as_request, edited_weight, target_ids
+from locedit.editing.common import as_request, check_edit_layer, edited_weight, target_ids
 from locedit.editing.edit import Edit, EditError, frozen, restoring
 from locedit.models import Model
 
@@ -36,10 +36,7 @@ def ft(model: Model, facts, hparams: FTHyperParams | None = None) -> Edit:
     facts = facts if isinstance(facts, list) else [facts]
     if not facts:
         raise EditError("no facts to edit: pass one fact or a non-empty list")
-    try:
-        model.spec.check_layer(hp.layer)
-    except IndexError as err:
-        raise EditError(f"{err}; pick the edited layer inside that range") from err
+    check_edit_layer(model, hp.layer)
     requests = [as_request(f) for f in facts]
     name, weight, _ = edited_weight(model, hp.layer)
     if hp.whole_mlp:
@@ -93,10 +90,7 @@ def ft_each(model: Model, facts: list, hparams: FTHyperParams | None = None, gro
         raise EditError("no facts to edit: pass a non-empty list")
     if hp.whole_mlp or hp.weight_decay:
         return [ft(model, f, hp) for f in facts]
-    try:
-        model.spec.check_layer(hp.layer)
-    except IndexError as err:
-        raise EditError(f"{err}; pick the edited layer inside that range") from err
+    check_edit_layer(model, hp.layer)
     requests = [as_request(f) for f in facts]
     name, weight, transposed = edited_weight(model, hp.layer)
     module = model.spec.part(model.hf, "mlp_down", hp.layer)

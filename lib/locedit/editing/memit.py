@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from locedit.editing.common import as_request, context_templates, edited_weight, token_index
+from locedit.editing.common import as_request, check_edit_layer, context_templates, edited_weight, token_index
 from locedit.editing.edit import Edit, EditError, restoring
 from locedit.editing.rome import _batch, keys_at, optimise_value
 from locedit.editing.stats import key_second_moment
@@ -67,10 +67,7 @@ def memit(model: Model, facts, hparams: MEMITHyperParams | None = None, verbose:
         raise EditError("MEMIT needs at least one layer in hparams.layers")
     layers = sorted(hp.layers)
     for layer in layers:
-        try:
-            model.spec.check_layer(layer)
-        except IndexError as err:
-            raise EditError(f"{err}; pick MEMIT's layers inside that range") from err
+        check_edit_layer(model, layer, "MEMIT's layers")
     if hp.v_loss_layer not in (None, model.spec.n_layers - 1):
         raise EditError("only v_loss_layer=None (the last layer) is supported")
     requests = [as_request(f) for f in facts]

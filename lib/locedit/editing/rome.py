@@ -26,6 +26,7 @@ from torch import nn
 from locedit.editing.common import (
     Request,
     as_request,
+    check_edit_layer,
     context_templates,
     edited_weight,
     target_ids,
@@ -61,10 +62,7 @@ class ROMEHyperParams:
 def _check(model: Model, layer: int, loss_layer: int | None) -> None:
     if model.tokenizer is None:
         raise EditError("the model has no tokenizer; editors need one to read prompts")
-    try:
-        model.spec.check_layer(layer)
-    except IndexError as err:
-        raise EditError(f"{err}; pick the edited layer inside that range") from err
+    check_edit_layer(model, layer)
     if loss_layer not in (None, model.spec.n_layers - 1):
         raise EditError("only v_loss_layer=None (the last layer, the code's choice) is supported")
 
