@@ -15,6 +15,7 @@ prints a table.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -180,17 +181,16 @@ def _bridge(model):
 
     key = id(model.hf)
     if key not in _BRIDGES:
-        attn = model.hf.config._attn_implementation
-        try:
-            _BRIDGES[key] = TransformerBridge.boot_transformers(
-                model.hf.config._name_or_path or model.name,
-                hf_model=model.hf,
-                tokenizer=model.tokenizer,
-                device="cpu",
-                dtype=model.dtype,
-            )
-        finally:  # the bridge may switch the shared model to eager attention; give it back as it was
-            model.hf.config._attn_implementation = attn
+        # The bridge rewires the modules it is given (the shared model would stop filling a key/value cache),
+        # so it gets its own copy of the same weights.
+        hf = copy.deepcopy(model.hf)
+        _BRIDGES[key] = TransformerBridge.boot_transformers(
+            hf.config._name_or_path or model.name,
+            hf_model=hf,
+            tokenizer=model.tokenizer,
+            device="cpu",
+            dtype=model.dtype,
+        )
     return _BRIDGES[key]
 
 
@@ -242,13 +242,19 @@ def main(argv=None) -> int:
         help="run the one-forward-per-patch peers only up to this prompt length",
     )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of --out that this run does not measure (same tokens and dtype are replaced)",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(2)
     model = locedit.load_model(args.model, device="cpu")
     target = model.token_id(" Paris")
-    rows = []
+    rows: list[dict] = []
     results = {"machine": machine(), "torch": torch.__version__, "model": args.model, "rows": rows}
+    kept = _kept_rows(Path(args.out), args) if args.merge else []
     for dtype_name in args.dtypes:
         run_model = as_dtype(model, getattr(torch, dtype_name))
         for tokens in args.tokens:
@@ -256,6 +262,7 @@ def main(argv=None) -> int:
             row = {
                 "task": "resid_post patching, every layer × position",
                 "tokens": clean.shape[1],
+                "requested_tokens": tokens,
                 "dtype": dtype_name,
                 "patches": model.spec.n_layers * clean.shape[1],
             }
@@ -292,13 +299,29 @@ def main(argv=None) -> int:
                     row[f"ratio_vs_{name}"] = row["ours_s"] / value
             row["max_abs_diff"] = {n: d for n, d in diffs.items() if n != OURS}
             row["all_times_s"] = times
+            row["machine"] = results["machine"]
             rows.append(row)
             print_row(row)
-            Path(args.out).write_text(json.dumps(results, indent=1))
+            _write(args.out, results, kept)
     results["load_average_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print_table(results)
+    _write(args.out, results, kept)
+    print_table(json.loads(Path(args.out).read_text()))
     return 0
+
+
+def _kept_rows(path: Path, args) -> list[dict]:
+    """Rows of an earlier results file that this run does not measure again."""
+    if not path.exists():
+        return []
+    measured = {(t, d) for t in args.tokens for d in args.dtypes}
+    old = json.loads(path.read_text()).get("rows", [])
+    return [r for r in old if (r.get("requested_tokens", r["tokens"]), r["dtype"]) not in measured]
+
+
+def _write(out: str, results: dict, kept: list[dict]) -> None:
+    """Write the results, earlier kept rows first, sorted by dtype and prompt length."""
+    rows = sorted(kept + results["rows"], key=lambda r: (r["dtype"] != "float32", r["dtype"], r["tokens"]))
+    Path(out).write_text(json.dumps({**results, "rows": rows}, indent=1))
 
 
 def print_row(row: dict) -> None:

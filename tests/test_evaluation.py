@@ -29,6 +29,23 @@ def test_target_prob_matches_single_forward(smollm2):
         target_nll(smollm2, ["x"], [""])
 
 
+def test_target_nll_shared_prompts_equal_one_pass_per_pair(real_model):
+    """Prompts scored against several targets (one- and multi-token, prompts of different lengths) run once into
+    a cache; every NLL equals a plain teacher-forced pass over prompt + target."""
+    tok = real_model.tokenizer
+    prompts = ["The capital of France is", "Lyon is located in the country of", "The capital of France is",
+               "Lyon is located in the country of", "Danielle Darrieux's mother tongue is"]  # fmt: skip
+    targets = ["Paris", "New Zealand", "the city of Rome", "France", "French"]
+    fast = target_nll(real_model, prompts, targets, batch_size=2)  # two prompt batches
+    for i, (p, t) in enumerate(zip(prompts, targets, strict=True)):
+        p_ids = tok(p)["input_ids"]
+        t_ids = tok(" " + t, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = real_model.hf(input_ids=torch.tensor([p_ids + t_ids])).logits[0].double().log_softmax(-1)
+        nll = -sum(float(logp[len(p_ids) - 1 + j, t_ids[j]]) for j in range(len(t_ids))) / len(t_ids)
+        assert math.isclose(float(fast[i]), nll, rel_tol=1e-4, abs_tol=1e-4), (p, t)
+
+
 def test_evaluate_unedited(smollm2):
     records = load_facts(limit=6)
     df = evaluate(smollm2, records)

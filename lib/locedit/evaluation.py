@@ -38,34 +38,84 @@ def target_nll(model: Model, prompts: Sequence[str], targets: Sequence[str], bat
     """Mean per-token NLL of ``" " + target`` after each prompt (teacher forcing): a float64 tensor [n].
 
     Prompt and target are tokenised separately and joined as token ids, so the target's tokens are exactly those
-    of ``" " + target``; rows are right-padded and run in batches.
+    of ``" " + target``. Each distinct prompt runs once (``batch_size`` prompts at a time, left-padded into a
+    key/value cache): its last position scores the first token of every target asked after it, and only the
+    targets' further tokens run on top of the cache. Equal, to float rounding, to one teacher-forced pass per
+    (prompt, target), at about half the cost when every prompt is scored against two objects (CounterFact's
+    P[o*] and P[o^c]).
     """
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
     tok = model.tokenizer
+    for prompt, target in zip(prompts, targets, strict=True):
+        if not target or not target.strip():
+            raise ValueError(f"empty target for prompt {prompt!r}")
+    t_ids = [tok(" " + t.strip(), add_special_tokens=False)["input_ids"] for t in targets]
+    unique = list(dict.fromkeys(prompts))
+    where = {p: i for i, p in enumerate(unique)}
+    pairs_of: list[list[int]] = [[] for _ in unique]
+    for j, prompt in enumerate(prompts):
+        pairs_of[where[prompt]].append(j)
     out = torch.empty(len(prompts), dtype=torch.float64)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    for start in range(0, len(prompts), batch_size):
-        rows = []
-        for prompt, target in zip(
-            prompts[start : start + batch_size], targets[start : start + batch_size], strict=True
-        ):
-            if not target or not target.strip():
-                raise ValueError(f"empty target for prompt {prompt!r}")
-            p_ids = tok(prompt)["input_ids"]
-            t_ids = tok(" " + target.strip(), add_special_tokens=False)["input_ids"]
-            rows.append((p_ids, t_ids))
-        width = max(len(p) + len(t) for p, t in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, (p, t) in enumerate(rows):
-            ids[i, : len(p) + len(t)] = torch.tensor(p + t)
-            mask[i, : len(p) + len(t)] = 1
-        logits = model.hf(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-        for i, (p, t) in enumerate(rows):
-            positions = torch.arange(len(p) - 1, len(p) + len(t) - 1, device=logits.device)
-            logprobs = logits[i, positions].double().log_softmax(-1).cpu()
-            out[start + i] = -logprobs[torch.arange(len(t)), torch.tensor(t)].mean()
+    for start in range(0, len(unique), batch_size):
+        batch = unique[start : start + batch_size]
+        pairs = [j for b in range(len(batch)) for j in pairs_of[start + b]]
+        owner = [b for b in range(len(batch)) for _ in pairs_of[start + b]]
+        prefix = _left_padded(model, [tok(p)["input_ids"] for p in batch])
+        run = model.hf(**prefix, use_cache=True, logits_to_keep=1)
+        first = run.logits[:, -1].double().log_softmax(-1).cpu()  # [prompts, vocab]: each target's first token
+        nll = -first[owner, [t_ids[j][0] for j in pairs]]  # [pairs], float64
+        later = [(k, j) for k, j in enumerate(pairs) if len(t_ids[j]) > 1]
+        if later:
+            nll += _later_tokens_nll(model, run.cache, prefix, [owner[k] for k, _ in later],
+                                     [t_ids[j] for _, j in later], len(pairs), [k for k, _ in later])  # fmt: skip
+        out[pairs] = nll / torch.tensor([len(t_ids[j]) for j in pairs], dtype=torch.float64)
+    return out
+
+
+def _left_padded(model: Model, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` [batch, width] of token-id rows."""
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    return {
+        k: v.to(model.device) for k, v in (("input_ids", ids), ("attention_mask", mask), ("position_ids", positions))
+    }
+
+
+def _later_tokens_nll(
+    model: Model, cache, prefix: dict[str, torch.Tensor], rows: list[int], targets: list[list[int]], n: int,
+    slots: list[int],
+) -> torch.Tensor:  # fmt: skip
+    """Summed NLL of ``targets[i][1:]`` after prompt row ``rows[i]`` of the cached ``prefix`` run (its first token
+    fed as well): a tensor [n] holding each sum at ``slots[i]``, zero elsewhere."""
+    device = model.device
+    index = torch.tensor(rows, device=device)
+    cache.reorder_cache(index)  # one cache row per target (rows repeat when a prompt has several targets)
+    width = max(len(t) for t in targets) - 1
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, t in enumerate(targets):
+        ids[i, : len(t) - 1] = torch.tensor(t[:-1])
+        mask[i, : len(t) - 1] = 1
+    prompt_len = prefix["attention_mask"].sum(1).index_select(0, index).cpu()
+    logits = model.hf(
+        input_ids=ids.to(device),
+        attention_mask=torch.cat([prefix["attention_mask"].index_select(0, index), mask.to(device)], 1),
+        position_ids=(prompt_len[:, None] + torch.arange(width)[None]).to(device),
+        cache=cache,
+        use_cache=True,
+    ).logits
+    logp = logits.double().log_softmax(-1).cpu()
+    out = torch.zeros(n, dtype=torch.float64)
+    for i, t in enumerate(targets):
+        out[slots[i]] = -logp[i, torch.arange(len(t) - 1), torch.tensor(t[1:])].sum()
     return out
 
 
