@@ -243,18 +243,28 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
     parser.add_argument(
+        "--profile",
+        type=int,
+        default=10,
+        help="profile ours once at this prompt length in float32 (0: no profile) and record where the time goes",
+    )
+    parser.add_argument(
         "--merge",
         action="store_true",
         help="keep the rows of --out that this run does not measure (same tokens and dtype are replaced)",
     )
+    parser.add_argument("--markdown", action="store_true", help="print --out as the README's table and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(Path(args.out).read_text())))
+        return 0
 
     torch.set_num_threads(2)
     model = locedit.load_model(args.model, device="cpu")
     target = model.token_id(" Paris")
     rows: list[dict] = []
     results = {"machine": machine(), "torch": torch.__version__, "model": args.model, "rows": rows}
-    kept = _kept_rows(Path(args.out), args) if args.merge else []
+    kept = _kept(Path(args.out), args) if args.merge else {"rows": []}
     for dtype_name in args.dtypes:
         run_model = as_dtype(model, getattr(torch, dtype_name))
         for tokens in args.tokens:
@@ -303,25 +313,74 @@ def main(argv=None) -> int:
             rows.append(row)
             print_row(row)
             _write(args.out, results, kept)
+    if args.profile:
+        clean, corrupt = prompts(model, args.profile)
+        results["profile"] = profile(model, clean, corrupt, target)
     results["load_average_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     _write(args.out, results, kept)
     print_table(json.loads(Path(args.out).read_text()))
     return 0
 
 
-def _kept_rows(path: Path, args) -> list[dict]:
-    """Rows of an earlier results file that this run does not measure again."""
+def profile(model, clean, corrupt, target, top: int = 12) -> dict:
+    """Where ours spends its time: the operators with the most self CPU time (torch.profiler), as shares."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    METHODS[OURS][1](model, clean, corrupt, target)  # warm-up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        started = time.perf_counter()
+        METHODS[OURS][1](model, clean, corrupt, target)
+        seconds = time.perf_counter() - started
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return {
+        "method": OURS,
+        "tokens": clean.shape[1],
+        "seconds_profiled": seconds,
+        "self_cpu_share": {e.key: round(e.self_cpu_time_total / total, 4) for e in ranked},
+        "calls": {e.key: e.count for e in ranked},
+    }
+
+
+def _kept(path: Path, args) -> dict:
+    """What an earlier results file holds that this run does not measure again: its other rows and profile."""
     if not path.exists():
-        return []
+        return {"rows": []}
     measured = {(t, d) for t in args.tokens for d in args.dtypes}
-    old = json.loads(path.read_text()).get("rows", [])
-    return [r for r in old if (r.get("requested_tokens", r["tokens"]), r["dtype"]) not in measured]
+    old = json.loads(path.read_text())
+    rows = [r for r in old.get("rows", []) if (r.get("requested_tokens", r["tokens"]), r["dtype"]) not in measured]
+    return {**({"profile": old["profile"]} if "profile" in old and args.profile == 0 else {}), "rows": rows}
 
 
-def _write(out: str, results: dict, kept: list[dict]) -> None:
-    """Write the results, earlier kept rows first, sorted by dtype and prompt length."""
-    rows = sorted(kept + results["rows"], key=lambda r: (r["dtype"] != "float32", r["dtype"], r["tokens"]))
-    Path(out).write_text(json.dumps({**results, "rows": rows}, indent=1))
+def _write(out: str, results: dict, kept: dict) -> None:
+    """Write the results, with the kept rows, sorted by dtype and prompt length."""
+    rows = sorted(kept["rows"] + results["rows"], key=lambda r: (r["dtype"] != "float32", r["dtype"], r["tokens"]))
+    Path(out).write_text(json.dumps({**kept, **results, "rows": rows}, indent=1))
+
+
+def markdown_table(results: dict) -> str:
+    """The results as a Markdown table: seconds per method, and ours ÷ each peer in parentheses."""
+    order = ["ours_incremental_noskip", "ours_full_batched", "plain_batched_hooks", "nnsight_batched",
+             "nnsight_per_patch", "transformer_lens"]  # fmt: skip
+    names = [n for n in order if any(isinstance(r["peers_s"].get(n), float) for r in results["rows"])]
+    lines = [
+        "| dtype | tokens | patches | **ours** | " + " | ".join(names) + " | max abs diff |",
+        "|---|---|---|---|" + "---|" * len(names) + "---|",
+    ]
+    for r in results["rows"]:
+        cells = []
+        for n in names:
+            v = r["peers_s"].get(n)
+            cells.append(f"{v:.2f} ({r['ours_s'] / v:.2f}×)" if isinstance(v, float) else "—")
+        diff = max((d for d in r["max_abs_diff"].values() if d == d), default=float("nan"))
+        lines.append(
+            f"| {r['dtype']} | {r['tokens']} | {r['patches']} | **{r['ours_s']:.2f}** | "
+            + " | ".join(cells)
+            + f" | {diff:.1g} |"
+        )
+    return "\n".join(lines)
 
 
 def print_row(row: dict) -> None:

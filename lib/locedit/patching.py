@@ -25,13 +25,14 @@ engine (``method="incremental"``, the default)
 :func:`locedit.hooks.patch`. Both agree to ~1e-6 in float32 (tested on the real models for every kind of site).
 
 Precision: every sweep takes ``dtype``. ``dtype=torch.bfloat16`` runs on a bf16 copy of the model (made once and
-kept while the weights are unchanged): about 4× faster on CPUs with bf16 matrix units (Intel AMX) and on GPUs, but
-several times *slower* on CPUs without them (AVX2-only CPUs emulate bf16: measured 5× slower on an AMD EPYC Zen 1),
-so check ``benchmarks/results.json`` for your machine. bf16 is good enough to
-*locate* (which layer and position carry an effect, and its rough size): probabilities move by a few hundredths
-(``tests/test_patching.py`` states the tolerance per sweep). It is not good enough to compare small effects (below
-~0.05 in probability), to compute differences of nearly equal quantities, or to check that two methods agree: use
-float32 for those.
+kept while the weights are unchanged). Whether that is faster depends on the processor: on CPUs with bf16
+instructions (AVX-512 BF16 on recent AMD EPYC, AMX on recent Xeons) and on GPUs it is 2–4× faster (measured on a
+2-core AVX-512 BF16 EPYC: a 300-patch grid in 1.3 s against 2.5 s in float32), but AVX2-only CPUs emulate bf16 and
+run it several times *slower* (measured 5× slower on an AVX2 EPYC); ``benchmarks/results.json`` names the machine
+it was measured on. bf16 is good enough to *locate* (which layer and position carry an effect, and its rough
+size): probabilities move by a few hundredths (``tests/test_patching.py`` states the tolerance per sweep). It is
+not good enough to compare small effects (below ~0.05 in probability), to compute differences of nearly equal
+quantities, or to check that two methods agree: use float32 for those.
 
 A causal trace (ROME) with this engine::
 
