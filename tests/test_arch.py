@@ -10,7 +10,9 @@ import torch
 from torch import nn
 
 from conftest import TINY_FAMILIES, tiny_config, tiny_model
-from locedit.arch import FAMILIES, FamilyTable, UnsupportedArchitectureError, spec_for
+from locedit.arch import FAMILIES, LAYER_ADAPTERS, FamilyTable, UnsupportedArchitectureError, layer_adapter, spec_for
+from locedit.models import Model
+from locedit.patching import activation_patching_grid
 
 BLOCK_RELATIVE = ("attn", "attn_out", "attn_o_proj", "mlp", "mlp_out", "mlp_up", "mlp_gate", "mlp_down", "mlp_act_fn")
 ROOT = ("blocks", "embed", "final_norm", "unembed")
@@ -166,3 +168,71 @@ def test_gpt2_default_mlp_width():
     assert tiny_config("gpt2").n_inner is None
     assert tiny_model("gpt2").spec.d_mlp == 256
     assert tiny_model("gptj").spec.d_mlp == 256
+
+
+# --- layer adapters: the incremental patching engine agrees with the full forward on every family ------------------
+
+SLIDING_VOCAB, SLIDING_WINDOW, PROMPT = 101, 3, 8  # the window is shorter than the prompt
+
+
+def _adapted_model(family: str) -> Model:
+    """A tiny random-weight model of ``family``: Mistral (every layer sliding) and Qwen2 (layer 0 full, layers 1-2
+    sliding) with a 3-token window; GPT-J and GPT-NeoX from :func:`conftest.tiny_model` (partial rotary)."""
+    from transformers import AutoModelForCausalLM, MistralConfig, Qwen2Config
+
+    common = {
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": SLIDING_VOCAB, "sliding_window": SLIDING_WINDOW,
+    }  # fmt: skip
+    if family == "mistral":
+        config = MistralConfig(**common)
+    elif family == "qwen2":
+        config = Qwen2Config(**common, use_sliding_window=True, max_window_layers=1)
+    else:
+        return tiny_model(family)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa").eval()
+    return Model(hf=hf, tokenizer=None, spec=spec_for(hf), name=f"tiny-{family}")
+
+
+NEW_ADAPTERS = ("mistral", "qwen2", "gptj", "gpt_neox")
+
+
+def test_every_family_has_a_layer_adapter():
+    assert set(LAYER_ADAPTERS) == set(FAMILIES)
+    for family in NEW_ADAPTERS:
+        assert layer_adapter(_adapted_model(family).spec) is not None
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+def test_sliding_layers_get_a_window(family):
+    """Layers marked sliding see only the last 3 positions; Qwen2's full layer 0 sees them all."""
+    model = _adapted_model(family)
+    like = torch.empty(1, PROMPT, model.spec.d_model)
+    kwargs = layer_adapter(model.spec).layer_kwargs(model.hf, like, None, None, torch.arange(PROMPT)[None])
+    expected = ["sliding_attention"] * 3 if family == "mistral" else ["full_attention"] + ["sliding_attention"] * 2
+    window = [True] * SLIDING_WINDOW
+    for kind, kw in zip(expected, kwargs, strict=True):
+        mask = kw["attention_mask"]
+        if kind == "sliding_attention":
+            assert mask[0, 0, PROMPT - 1].tolist() == [False] * (PROMPT - SLIDING_WINDOW) + window
+        else:
+            assert mask is None or bool(mask[0, 0, PROMPT - 1].all())
+
+
+@pytest.mark.parametrize("site", ["resid_post", "attn_out", "mlp_out", "z"])
+@pytest.mark.parametrize("family", NEW_ADAPTERS)
+def test_incremental_grid_matches_full(family, site):
+    """Every layer x position (x head for z), logits read at the last position and at one before most patches."""
+    model = _adapted_model(family)
+    vocab = model.spec.vocab_size
+    generator = torch.Generator().manual_seed(1)
+    clean, corrupt = ({"input_ids": torch.randint(2, vocab, (1, PROMPT), generator=generator)} for _ in range(2))
+    kwargs = {"site": site, "read_positions": [-1, 4]}
+    full = activation_patching_grid(model, clean, corrupt, method="full", **kwargs)
+    fast = activation_patching_grid(model, clean, corrupt, method="incremental", **kwargs)
+    heads = (model.spec.n_heads,) if site == "z" else ()
+    assert full.shape == (model.spec.n_layers, PROMPT, *heads, 2, vocab)
+    assert (fast - full).abs().max().item() <= 1e-5
+    rows = full.flatten(0, -3)  # [patches, reads, vocab]
+    assert (rows - rows[0]).abs().max() > 1e-3  # the patches change the logits: the comparison is not vacuous

@@ -268,9 +268,11 @@ def _tiny(family: str) -> Model:
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3_text", "gpt2", "gpt_neox"])
-def test_tiny_models_every_site(family):
+def test_tiny_models_every_site(family, monkeypatch):
     model = _tiny(family)
-    assert (family in LAYER_ADAPTERS) == (family != "gpt_neox")
+    assert family in LAYER_ADAPTERS
+    if family == "gpt_neox":  # keep one family on the fallback for families without an adapter (position half only)
+        monkeypatch.delitem(LAYER_ADAPTERS, family)
     torch.manual_seed(1)
     base = {"input_ids": torch.randint(0, 97, (2, 8))}
     values = record(

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import Cache, PreTrainedConfig
 
 #: The sites a hook can address. ``z`` is per head, ``mlp_act`` and ``mlp_up`` are per neuron.
 SITES: tuple[str, ...] = (
@@ -247,11 +251,13 @@ class LayerAdapter:
     ``*ForCausalLM`` module ``hf``:
 
     - ``layer_kwargs(hf, like, attention_mask, cache, position_ids)`` → one dict per decoder layer: every keyword
-      argument but ``hidden_states`` and ``cache`` (the attention mask under ``"attention_mask"``). ``like`` is a
+      argument but ``hidden_states`` and ``cache`` (the attention mask under ``"attention_mask"``; a layer that
+      takes the cache under another name, GPT-NeoX's ``layer_past``, gets it here too). ``like`` is a
       tensor [batch, query_length, d_model] of the run's dtype and device, ``attention_mask`` the 2-D padding mask
       [batch, past + query_length] or ``None``, ``position_ids`` [1, query_length].
     - ``embed_to_resid(hf, embedded, position_ids)`` → the residual stream entering layer 0 from the output of the
-      token embedding (the ``embed`` site): the identity for Llama and Gemma 3, ``+ wpe(position)`` for GPT-2.
+      token embedding (the ``embed`` site): the identity for Llama, Mistral, Qwen2 and Gemma 3, ``+ wpe(position)``
+      then dropout for GPT-2, dropout alone for GPT-J and GPT-NeoX.
     - ``logits(hf, spec, hidden)`` → final norm, unembedding (and Gemma's soft-capping) of the last layer's output.
     """
 
@@ -272,61 +278,114 @@ def _plain_logits(hf: nn.Module, spec: ArchSpec, hidden: torch.Tensor) -> torch.
     return logits
 
 
-def _llama_layer_kwargs(hf, like, attention_mask, cache, position_ids) -> list[dict]:
-    from transformers.masking_utils import create_causal_mask
-
-    mask = create_causal_mask(
-        config=hf.config, inputs_embeds=like, attention_mask=attention_mask, cache=cache, position_ids=position_ids
-    )
-    rotary = hf.get_submodule("model.rotary_emb")(like, position_ids)
-    kwargs = {"attention_mask": mask, "position_embeddings": rotary, "position_ids": position_ids}
-    return [kwargs] * hf.config.num_hidden_layers
+def _full_attention(config: PreTrainedConfig) -> list[str]:
+    """Every layer attends causally to all earlier positions (Llama, GPT-2, GPT-J, GPT-NeoX)."""
+    return ["full_attention"] * config.num_hidden_layers
 
 
-def _gemma3_layer_kwargs(hf, like, attention_mask, cache, position_ids) -> list[dict]:
-    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+def _mistral_attention(config: PreTrainedConfig) -> list[str]:
+    """Mistral: every layer uses the sliding window when ``config.sliding_window`` is set, none otherwise."""
+    kind = "full_attention" if config.sliding_window is None else "sliding_attention"
+    return [kind] * config.num_hidden_layers
 
-    config = hf.config
+
+def _listed_attention(config: PreTrainedConfig) -> list[str]:
+    """Qwen2: the kind of each layer is listed in ``config.layer_types``."""
+    return list(config.layer_types[: config.num_hidden_layers])
+
+
+def _gemma3_attention(config: PreTrainedConfig) -> list[str]:
+    """Gemma 3: as listed in ``config.layer_types``; the bidirectional (embedding-model) variant is refused."""
     if getattr(config, "use_bidirectional_attention", False):
         raise NotImplementedError("layer-by-layer runs of Gemma 3 with bidirectional attention are not supported")
-    args = {
-        "config": config,
-        "inputs_embeds": like,
-        "attention_mask": attention_mask,
-        "cache": cache,
-        "position_ids": position_ids,
-    }
-    masks = {
-        "full_attention": create_causal_mask(**args),
-        "sliding_attention": create_sliding_window_causal_mask(**args),
-    }
-    rotary = hf.get_submodule("model.rotary_emb")
-    embeddings = {kind: rotary(like, position_ids, kind) for kind in set(config.layer_types)}
-    return [
-        {"attention_mask": masks[kind], "position_embeddings": embeddings[kind], "position_ids": position_ids}
-        for kind in config.layer_types[: config.num_hidden_layers]
-    ]
+    return _listed_attention(config)
 
 
-def _gpt2_layer_kwargs(hf, like, attention_mask, cache, position_ids) -> list[dict]:
-    from transformers.masking_utils import create_causal_mask
+def _decoder_layer_kwargs(
+    attention: Callable[[PreTrainedConfig], list[str]] = _full_attention,
+    rotary: str | None = None,
+    rotary_per_kind: bool = False,
+    cache_keyword: str | None = None,
+) -> Callable[..., list[dict]]:
+    """A ``layer_kwargs`` function (see :class:`LayerAdapter`) built from what differs between families.
 
-    mask = create_causal_mask(
-        config=hf.config, inputs_embeds=like, attention_mask=attention_mask, cache=cache, position_ids=position_ids
-    )
-    return [{"attention_mask": mask, "position_ids": position_ids}] * hf.config.num_hidden_layers
+    ``attention(config)`` names each layer's mask kind, ``"full_attention"`` (``create_causal_mask``) or
+    ``"sliding_attention"`` (``create_sliding_window_causal_mask``); ``rotary`` is the root-relative path of the
+    rotary embedding module (``None``: no rotary, as in GPT-2), called once per mask kind when ``rotary_per_kind``
+    (Gemma 3 has a local and a global RoPE base); ``cache_keyword`` is an extra keyword under which the layer takes
+    the cache (GPT-NeoX's layers take ``layer_past``, not ``cache``).
+    """
+
+    def layer_kwargs(
+        hf: nn.Module,
+        like: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: Cache | None,
+        position_ids: torch.Tensor,
+    ) -> list[dict]:
+        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+        makers = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
+        kinds = attention(hf.config)
+        args = {
+            "config": hf.config,
+            "inputs_embeds": like,
+            "attention_mask": attention_mask,
+            "cache": cache,
+            "position_ids": position_ids,
+        }
+        shared = {kind: {"attention_mask": makers[kind](**args), "position_ids": position_ids} for kind in set(kinds)}
+        if rotary is not None:
+            module = hf.get_submodule(rotary)
+            same = None if rotary_per_kind else module(like, position_ids)
+            for kind, kwargs in shared.items():
+                kwargs["position_embeddings"] = same if same is not None else module(like, position_ids, kind)
+        if cache_keyword is not None:
+            for kwargs in shared.values():
+                kwargs[cache_keyword] = cache
+        return [shared[kind] for kind in kinds]
+
+    return layer_kwargs
 
 
-def _gpt2_embed_to_resid(hf, embedded, position_ids):
-    hidden = embedded + hf.get_submodule("transformer.wpe")(position_ids).to(embedded.device)
-    return hf.get_submodule("transformer.drop")(hidden)
+def _dropout_embed(dropout: str, positions: str | None = None) -> Callable[..., torch.Tensor]:
+    """An ``embed_to_resid`` function: add the learned position embeddings at ``positions`` (GPT-2's ``wpe``) if
+    given, then apply the embedding dropout module at ``dropout`` (the identity in eval mode, kept for exactness)."""
+
+    def embed_to_resid(hf: nn.Module, embedded: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        hidden = embedded
+        if positions is not None:
+            hidden = hidden + hf.get_submodule(positions)(position_ids).to(embedded.device)
+        return hf.get_submodule(dropout)(hidden)
+
+    return embed_to_resid
 
 
 #: Families whose decoder layers the patching engine can call one at a time (others get the position half only).
 LAYER_ADAPTERS: dict[str, LayerAdapter] = {
-    "llama": LayerAdapter(_llama_layer_kwargs, _identity_embed, _plain_logits),
-    "gemma3_text": LayerAdapter(_gemma3_layer_kwargs, _identity_embed, _plain_logits),
-    "gpt2": LayerAdapter(_gpt2_layer_kwargs, _gpt2_embed_to_resid, _plain_logits),
+    "llama": LayerAdapter(_decoder_layer_kwargs(rotary="model.rotary_emb"), _identity_embed, _plain_logits),
+    "mistral": LayerAdapter(
+        _decoder_layer_kwargs(_mistral_attention, rotary="model.rotary_emb"), _identity_embed, _plain_logits
+    ),
+    "qwen2": LayerAdapter(
+        _decoder_layer_kwargs(_listed_attention, rotary="model.rotary_emb"), _identity_embed, _plain_logits
+    ),
+    "gemma3_text": LayerAdapter(
+        _decoder_layer_kwargs(_gemma3_attention, rotary="model.rotary_emb", rotary_per_kind=True),
+        _identity_embed,
+        _plain_logits,
+    ),
+    "gpt2": LayerAdapter(
+        _decoder_layer_kwargs(), _dropout_embed("transformer.drop", positions="transformer.wpe"), _plain_logits
+    ),
+    "gptj": LayerAdapter(
+        _decoder_layer_kwargs(rotary="transformer.rotary_emb"), _dropout_embed("transformer.drop"), _plain_logits
+    ),
+    "gpt_neox": LayerAdapter(
+        _decoder_layer_kwargs(rotary="gpt_neox.rotary_emb", cache_keyword="layer_past"),
+        _dropout_embed("gpt_neox.emb_dropout"),
+        _plain_logits,
+    ),
 }
 
 
