@@ -118,6 +118,16 @@ def test_decode_matches_brute_force(tiny, norm):
     torch.testing.assert_close(dec.z1, z_score, rtol=1e-3, atol=1e-3)
 
 
+def test_decode_float64_matches_brute_force():
+    """Chunks smaller than a layer (the reused logits buffer, a short last chunk) and a float64 model."""
+    model = tiny_model("llama")
+    model.hf.double()
+    dec = decode_neurons(model, k=5, chunk=7, cache=False)
+    z = _brute(model, "up", True)
+    assert torch.equal(dec.top_ids.long(), z.topk(5, dim=-1).indices)
+    torch.testing.assert_close(dec.top_probs, z.softmax(-1).topk(5, dim=-1).values.float(), rtol=1e-5, atol=1e-7)
+
+
 def test_rmsnorm_readout_is_gain_times_unit_rms():
     """For RMSNorm, f(w) = g ⊙ w·√d/‖w‖ — the formula the chapter states."""
     model = tiny_model("llama")
@@ -259,6 +269,35 @@ def test_smollm2_animal_neuron_and_activations(smollm2):
     assert per_text.shape == (2, smollm2.spec.n_layers, smollm2.spec.d_mlp)
     np.testing.assert_allclose(per_text[:, 0, 350].numpy(), acts[:, 0], rtol=1e-2)
     assert sample.top_examples(0, 350, n=1).token.iloc[0].strip() == "cat"
+
+
+def test_smollm2_fast_decode_matches_plain_reference(smollm2):
+    """The fast decode (reused logits buffer, block top-k, in-place log-softmax, moments from W_U) against full
+    logits.
+
+    768 real rows (256 per layer, 3 layers): a 512-row chunk (z1 from W_U's moments) and a 256-row tail (z1 from
+    the logits). The reference is ``@`` + ``torch.topk`` + ``log_softmax``; a matmul may sum in another order for
+    another shape, so a near-tie may swap ids, logits agree to float32 rounding (≤ 1e-4 here) and probabilities to
+    rtol 1e-4.
+    """
+    layers = [0, 14, 29]
+    dec = decode_neurons(smollm2, "up", norm=True, k=10, layers=layers, sample=256, seed=1, cache=False)
+    x = torch.cat([neuron_weights(smollm2, "up", layer)[dec.neuron_ids] for layer in layers])
+    final = smollm2.spec.part(smollm2.hf, "final_norm")
+    with torch.no_grad():
+        z = (
+            final(x * math.sqrt(smollm2.spec.d_model) / x.norm(dim=-1, keepdim=True))
+            @ smollm2.spec.unembedding(smollm2.hf).T
+        )
+    ref_vals, ref_ids = z.topk(10, dim=-1)
+    ids = dec.top_ids.reshape(-1, 10).long()
+    same = ids == ref_ids
+    assert same.float().mean() > 0.999  # any difference is a near-tie the two matmuls may order either way:
+    torch.testing.assert_close(z.gather(1, ids)[~same], ref_vals[~same], rtol=0, atol=1e-4)
+    ref_probs = z.log_softmax(-1).gather(1, ids).exp()
+    torch.testing.assert_close(dec.top_probs.reshape(-1, 10), ref_probs, rtol=1e-4, atol=1e-7)
+    z_score = (ref_vals[:, 0] - z.mean(-1)) / z.std(-1, correction=0)
+    torch.testing.assert_close(dec.z1.reshape(-1), z_score, rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture

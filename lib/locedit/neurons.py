@@ -43,7 +43,7 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -365,6 +365,51 @@ class _Readout:
         mean = xf @ w_mean
         return mean, ((xf @ w_cov * xf).sum(-1) - mean**2).clamp_min(1e-12).sqrt()
 
+    def unembedder(self, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x ↦ x @ W_Uᵀ`` ([c, d] → [c, V], c ≤ ``rows``, W_U's dtype), written into one [rows, V] buffer reused
+        for every chunk (no fresh 100 MB result, and its page faults, per chunk). The result is only valid until
+        the next call."""
+        out = torch.empty(rows, self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
+        return lambda x: torch.mm(x, self.W.T, out=out[: x.shape[0]])
+
+    def decode(
+        self, x: torch.Tensor, k: int, unembed: Callable[[torch.Tensor], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows [c, d] → top-``k`` token ids [c, k] (int32), their probabilities [c, k] and ``z1`` [c].
+
+        One pass over the [c, V] logits for the top-k (:func:`_block_topk`) and one fused log-softmax, written over
+        the logits in place (each element is read before it is written); the mean and spread for ``z1`` come from
+        W_U's moments (:meth:`moments`), not from the logits.
+        """
+        z = unembed(x).float()
+        if self.cap:
+            z.div_(self.cap).tanh_().mul_(self.cap)
+        vals, ids = _block_topk(z, k)
+        mean, std = self.moments(x, z)
+        log_probs = torch.log_softmax(z, -1, out=z)
+        return ids.int(), log_probs.gather(1, ids).exp_(), (vals[:, 0] - mean) / std
+
+
+def _block_topk(z: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z.topk(k, -1)`` of [n, V] logits, searched only in each row's ``k`` best blocks of ``block`` columns.
+
+    Exact: any block outside a row's k blocks with the highest maxima has its maximum ≤ the k-th of those maxima,
+    so none of its entries is needed for the top-k (an exact tie may pick another id of equal logit, as
+    ``torch.topk`` may). One max per block (a vectorised pass) and two small top-k ([n, V / block] maxima, then
+    [n, k · block] candidates) replace a selection over the whole row; the last V mod ``block`` columns are always
+    candidates. Returns values [n, k] (sorted, highest first) and ids [n, k].
+    """
+    n, vocab = z.shape
+    n_blocks = vocab // block
+    if n_blocks <= k:
+        return z.topk(k, -1)
+    best = z[:, : n_blocks * block].view(n, n_blocks, block).amax(-1).topk(k, -1, sorted=False).indices  # [n, k]
+    cols = (best[..., None] * block + torch.arange(block, device=z.device)).view(n, k * block)
+    tail = torch.arange(n_blocks * block, vocab, device=z.device).expand(n, -1)
+    cols = torch.cat([cols, tail], 1)
+    vals, pos = z.gather(1, cols).topk(k, -1)
+    return vals, cols.gather(1, pos)
+
 
 @torch.no_grad()
 def decode_neurons(
@@ -383,7 +428,7 @@ def decode_neurons(
     Args:
         kind: ``"up"`` (up-projection rows), ``"gate"`` (gate rows; gated MLPs only) or ``"down"`` (down columns).
         norm: read each direction through the final norm (``f`` in the module docstring) or raw.
-        chunk: rows per matmul; peak extra memory ≈ 2 × chunk × vocab × 4 bytes (512 rows × 49,152 ≈ 200 MB).
+        chunk: rows per matmul; peak extra memory ≈ chunk × vocab × 4 bytes (512 rows × 49,152 ≈ 100 MB).
         cache: reuse / store the result under ``$LOCEDIT_CACHE/neurons`` (keyed by the weights and arguments).
         sample: decode only this many neurons per layer, the same random (``seed``) indices in every layer.
     """
@@ -414,6 +459,7 @@ def decode_neurons(
     # go through the chunks together (fewer, larger matmuls).
     per_group = [[layer] for layer in layers] if neuron_ids is None else [layers]
     flat_ids, flat_probs, flat_z1 = top_ids.view(-1, k), top_probs.view(-1, k), z1.view(-1)
+    unembed = ro.unembedder(chunk)
     offset = 0
     for group in per_group:
         rows = []
@@ -422,16 +468,9 @@ def decode_neurons(
             rows.append(w if neuron_ids is None else w[neuron_ids.to(w.device)])
         rows = ro.f(torch.cat(rows).to(ro.W.dtype))
         for s in range(0, rows.shape[0], chunk):
-            x = rows[s : s + chunk]
-            z = ro.logits(x)
-            vals, ids = z.topk(k, dim=-1)
-            lse = z.logsumexp(-1, keepdim=True)
-            mean, std = ro.moments(x, z)
-            del z
-            at = slice(offset + s, offset + s + x.shape[0])
-            flat_ids[at] = ids.int().cpu()
-            flat_probs[at] = (vals - lse).exp().cpu()
-            flat_z1[at] = ((vals[:, 0] - mean) / std).cpu()
+            at = slice(offset + s, offset + s + min(chunk, rows.shape[0] - s))
+            ids, probs, zscore = ro.decode(rows[s : s + chunk], k, unembed)
+            flat_ids[at], flat_probs[at], flat_z1[at] = ids.cpu(), probs.cpu(), zscore.cpu()
         offset += rows.shape[0]
     fields = dict(model_name=model.name, kind=kind, norm=norm, k=k, layers=layers, top_ids=top_ids,
                   top_probs=top_probs, z1=z1, neuron_ids=neuron_ids)  # fmt: skip
