@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memit", type=int, default=100, help="facts in the MEMIT batch (0: skip)")
     parser.add_argument("--reference", action="store_true", help="also time the full-forward trace and compare")
+    parser.add_argument("--bf16", action="store_true", help="also time the trace in bfloat16 and compare with float32")
     parser.add_argument("--skip", nargs="*", default=[], choices=["trace", "rome"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "rome.json"))
     args = parser.parse_args()
@@ -69,8 +70,10 @@ def main() -> None:
 
     if "trace" not in args.skip:
 
-        def trace(method: str = "incremental"):
-            return causal_trace(model, PROMPT, SUBJECT, TARGET, kinds=kinds, samples=args.samples, method=method)
+        def trace(method: str = "incremental", dtype: torch.dtype | None = None):
+            return causal_trace(
+                model, PROMPT, SUBJECT, TARGET, kinds=kinds, samples=args.samples, method=method, dtype=dtype
+            )
 
         causal_trace(model, PROMPT, SUBJECT, TARGET, kinds=("hidden",), samples=1, layers=[0])  # warm-up
         median, times, tr = _median_time(trace, args.repeat)
@@ -90,6 +93,10 @@ def main() -> None:
             ref_median, ref_times, ref = _median_time(lambda: trace("full"), 1)
             diff = max(float((ref.scores[k] - tr.scores[k]).abs().max()) for k in kinds)
             result["trace"].update(full_reference_s=round(ref_median, 2), max_abs_diff_vs_full=diff)
+        if args.bf16:
+            bf_median, _, bf = _median_time(lambda: trace(dtype=torch.bfloat16), args.repeat)
+            diff = max(float((bf.scores[k] - tr.scores[k]).abs().max()) for k in kinds)
+            result["trace"].update(bfloat16_s=round(bf_median, 2), bfloat16_max_abs_diff_vs_float32=round(diff, 4))
         print(json.dumps(result["trace"], indent=2), flush=True)
 
     facts = load_facts()

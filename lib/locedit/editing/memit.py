@@ -19,7 +19,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from locedit.editing.common import as_request, check_edit_layer, context_templates, edited_weight, token_index
+from locedit.editing.common import (
+    as_request,
+    check_edit_layer,
+    context_templates,
+    edited_weight,
+    run_until,
+    token_index,
+)
 from locedit.editing.edit import Edit, EditError, restoring
 from locedit.editing.rome import _batch, keys_at, optimise_value
 from locedit.editing.stats import key_second_moment
@@ -53,7 +60,7 @@ def _residuals(model: Model, layer: int, requests, fact_token: str) -> torch.Ten
     rows = [model.tokenizer(r.text)["input_ids"] for r in requests]
     index = torch.tensor([token_index(model, r.prompt, r.subject, fact_token) for r in requests])
     with patch(model, record=[f"resid_post.{layer}"]) as acts:
-        model.hf(**_batch(model, rows))
+        run_until(model, layer, **_batch(model, rows))
     return acts[f"resid_post.{layer}"][torch.arange(len(rows)), index].float()
 
 

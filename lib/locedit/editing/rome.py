@@ -29,6 +29,7 @@ from locedit.editing.common import (
     check_edit_layer,
     context_templates,
     edited_weight,
+    run_until,
     target_ids,
     token_index,
 )
@@ -87,7 +88,7 @@ def keys_at(
     rows = [model.tokenizer(t.format(s))["input_ids"] for t, s in zip(templates, subjects, strict=True)]
     index = torch.tensor([token_index(model, t, s, fact_token) for t, s in zip(templates, subjects, strict=True)])
     with patch(model, record=[f"mlp_act.{layer}"]) as acts:
-        model.hf(**_batch(model, rows))
+        run_until(model, layer, **_batch(model, rows))
     return acts[f"mlp_act.{layer}"][torch.arange(len(rows)), index].float()
 
 
