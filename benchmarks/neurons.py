@@ -4,12 +4,17 @@ Target (issue #4): all 46,080 up-projection neurons of SmolLM2-135M, top-10 each
 peak memory ≤ 2 GB above the loaded model. Memory is measured as the growth of the process's peak resident set
 (``resource.getrusage(...).ru_maxrss``) over the decode, since ``tracemalloc`` does not see torch's allocations.
 The decode runs uncached (``cache=False``). The floor is measured too: the unembedding matmul alone
-(``torch.mm`` into a reused buffer, as the decode runs it) on one layer's rows in chunks; the load average is
-recorded before and after, since a busy machine slows everything down.
+(``torch.mm`` into a reused buffer, as the decode runs it, in the decode's dtype) on one layer's rows in chunks; the
+load average is recorded before and after, since a busy machine slows everything down.
+
+``--dtype auto`` (the library's default) decodes with bfloat16 candidates where the CPU multiplies bf16 natively;
+the exact float32 decode then runs too, and the result records how the two agree (ids, top-k sets, probabilities)
+and both times.
 
 Usage::
 
     python benchmarks/neurons.py [--model smollm2-135m] [--k 10] [--chunk 512] [--threads 2] [--norm] [--repeat 1]
+                                 [--dtype auto|float32|bfloat16]
 
 Writes ``benchmarks/results/neurons.json`` (or ``--out``) and prints the same numbers.
 """
@@ -32,11 +37,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def matmul_floor(model, chunk: int, repeat: int = 3) -> float:
-    """GFLOP/s of the unembedding matmul alone on one layer's rows in ``chunk``-row pieces (best of ``repeat``)."""
-    from locedit.neurons import _Readout, neuron_weights
+def matmul_floor(model, chunk: int, low: bool, repeat: int = 3) -> float:
+    """GFLOP/s of the unembedding matmul alone (bf16 if ``low``) on one layer's rows in ``chunk``-row pieces (best
+    of ``repeat``)."""
+    from locedit.neurons import _Bf16Readout, _Readout, neuron_weights
 
-    ro = _Readout(model, norm=True)
+    ro = (_Bf16Readout if low else _Readout)(model, norm=True)
     rows = ro.f(neuron_weights(model, "up", 0).to(ro.W.dtype))
     matmul = ro.unembedder(chunk)
     gflop = 2 * rows.shape[0] * rows.shape[1] * ro.W.shape[0] / 1e9
@@ -51,6 +57,24 @@ def matmul_floor(model, chunk: int, repeat: int = 3) -> float:
     return round(gflop / min(times), 1)
 
 
+def agreement(fast, exact) -> dict:
+    """How a bfloat16 decode agrees with the exact one, over every neuron."""
+    same_ids = (fast.top_ids == exact.top_ids).all(-1)
+    same_sets = (fast.top_ids.sort(-1).values == exact.top_ids.sort(-1).values).all(-1)
+    rel = (fast.top_probs - exact.top_probs).abs() / exact.top_probs
+    flips = ((fast.top_probs[..., 0] > 0.5) != (exact.top_probs[..., 0] > 0.5)).sum()
+    return {
+        "top_k_ids_in_the_same_order": round(same_ids.float().mean().item(), 6),
+        "top_k_sets_equal": round(same_sets.float().mean().item(), 6),
+        "top1_equal": round((fast.top_ids[..., 0] == exact.top_ids[..., 0]).float().mean().item(), 6),
+        "max_relative_probability_difference": round(rel.max().item(), 5),
+        "max_abs_probability_difference": round((fast.top_probs - exact.top_probs).abs().max().item(), 5),
+        "max_abs_z1_difference": round((fast.z1 - exact.z1).abs().max().item(), 6),
+        "neurons_across_p1_0.5_either_way": int(flips),
+        "rows_redone_in_float32": fast.redone,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -61,6 +85,7 @@ def main() -> None:
     parser.add_argument("--kind", default="up")
     parser.add_argument("--layers", type=int, default=None, help="decode only the first N layers (and extrapolate)")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "neurons.json"))
     args = parser.parse_args()
 
@@ -71,22 +96,36 @@ def main() -> None:
     model = load_model(args.model, device="cpu")
     spec = model.spec
     layers = list(range(spec.n_layers if args.layers is None else args.layers))
+    dtype = {"auto": "auto", "float32": None, "bfloat16": torch.bfloat16}[args.dtype]
+
+    def decode(dtype):
+        return decode_neurons(model, args.kind, args.norm, args.k, layers=layers, chunk=args.chunk, cache=False,
+                              dtype=dtype)  # fmt: skip
+
     decode_neurons(model, args.kind, args.norm, args.k, layers=[0], chunk=args.chunk, sample=64, cache=False)  # warm
     rss_model = peak_rss_mb()
     load_before = os.getloadavg()[0]
     times = []
     for _ in range(args.repeat):
         start = time.perf_counter()
-        dec = decode_neurons(model, args.kind, args.norm, args.k, layers=layers, chunk=args.chunk, cache=False)
+        dec = decode(dtype)
         times.append(time.perf_counter() - start)
     rss_peak = peak_rss_mb()
     load_after = os.getloadavg()[0]
-    floor = matmul_floor(model, args.chunk)
+    low = dec.dtype == "bfloat16"
+    compared = {}
+    if low:
+        start = time.perf_counter()
+        exact = decode(None)
+        compared = {"exact_float32_seconds": round(time.perf_counter() - start, 2), **agreement(dec, exact)}
+    floor = matmul_floor(model, args.chunk, low)
     n = len(layers) * spec.d_mlp
     best = min(times)
     gflop = 2 * n * spec.d_model * spec.vocab_size / 1e9
     result = {
-        "what": f"decode_neurons(kind={args.kind!r}, norm={args.norm}, k={args.k}, chunk={args.chunk}), uncached",
+        "what": f"decode_neurons(kind={args.kind!r}, norm={args.norm}, k={args.k}, chunk={args.chunk}, "
+        f"dtype={args.dtype!r}), uncached",
+        "decode_dtype": dec.dtype,
         "model": args.model,
         "neurons": n,
         "neurons_in_model": spec.n_layers * spec.d_mlp,
@@ -100,6 +139,7 @@ def main() -> None:
         "matmul_alone_gflop_per_second": floor,
         "matmul_alone_seconds": round(gflop / floor, 2),
         "share_of_time_in_matmul": round(gflop / floor / best, 2),
+        **compared,
         "peak_rss_mb_after_load": round(rss_model),
         "peak_rss_mb_growth_during_decode": round(rss_peak - rss_model),
         "threads": torch.get_num_threads(),

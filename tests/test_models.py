@@ -312,3 +312,26 @@ def test_resolve_device():
     assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
         assert auto == torch.device("cpu")
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
+    """bf16 counts as native on CUDA and on CPUs with AVX-512 BF16 or AMX; not on AVX2 CPUs, MPS, or unreadable
+    flags."""
+    from locedit import models
+
+    class FakePath:
+        flags = ""
+
+        def __init__(self, _path):
+            pass
+
+        def read_text(self):
+            if self.flags is None:
+                raise OSError("no /proc")
+            return f"flags\t\t: fpu sse2 avx2{self.flags}\n"
+
+    monkeypatch.setattr(models, "Path", FakePath)
+    for flags, expected in [("", False), (" avx512f avx512_bf16", True), (" amx_bf16 amx_tile", True), (None, False)]:
+        FakePath.flags = flags
+        assert models.native_bf16("cpu") is expected
+    assert models.native_bf16("cuda") is True and models.native_bf16("mps") is False

@@ -109,7 +109,7 @@ def test_bad_kind_and_indices(tiny):
 @pytest.mark.parametrize("norm", [False, True])
 def test_decode_matches_brute_force(tiny, norm):
     kind = "gate" if tiny.spec.gated_mlp else "up"
-    dec = decode_neurons(tiny, kind=kind, norm=norm, k=5, chunk=7, cache=False)  # chunks cut through layers' rows
+    dec = decode_neurons(tiny, kind=kind, norm=norm, k=5, chunk=7, cache=False, dtype=None)  # chunks cut layers
     z = _brute(tiny, kind, norm)
     vals, ids = z.topk(5, dim=-1)
     assert torch.equal(dec.top_ids.long(), ids)
@@ -122,7 +122,7 @@ def test_decode_float64_matches_brute_force():
     """Chunks smaller than a layer (the reused logits buffer, a short last chunk) and a float64 model."""
     model = tiny_model("llama")
     model.hf.double()
-    dec = decode_neurons(model, k=5, chunk=7, cache=False)
+    dec = decode_neurons(model, k=5, chunk=7, cache=False, dtype=None)
     z = _brute(model, "up", True)
     assert torch.equal(dec.top_ids.long(), z.topk(5, dim=-1).indices)
     torch.testing.assert_close(dec.top_probs, z.softmax(-1).topk(5, dim=-1).values.float(), rtol=1e-5, atol=1e-7)
@@ -157,8 +157,8 @@ def test_layernorm_readout_centres_and_drops_bias():
 
 def test_sample_find_table_agreement():
     model = tiny_model("llama")
-    full = decode_neurons(model, k=4, cache=False)
-    part = decode_neurons(model, k=4, sample=10, seed=3, cache=False)
+    full = decode_neurons(model, k=4, cache=False, dtype=None)
+    part = decode_neurons(model, k=4, sample=10, seed=3, cache=False, dtype=None)
     ids = part.neuron_ids
     assert torch.equal(part.top_ids, full.top_ids[:, ids])
     table = full.table(k=3)
@@ -281,7 +281,7 @@ def test_smollm2_fast_decode_matches_plain_reference(smollm2):
     rtol 1e-4.
     """
     layers = [0, 14, 29]
-    dec = decode_neurons(smollm2, "up", norm=True, k=10, layers=layers, sample=256, seed=1, cache=False)
+    dec = decode_neurons(smollm2, "up", norm=True, k=10, layers=layers, sample=256, seed=1, cache=False, dtype=None)
     x = torch.cat([neuron_weights(smollm2, "up", layer)[dec.neuron_ids] for layer in layers])
     final = smollm2.spec.part(smollm2.hf, "final_norm")
     with torch.no_grad():
@@ -298,6 +298,62 @@ def test_smollm2_fast_decode_matches_plain_reference(smollm2):
     torch.testing.assert_close(dec.top_probs.reshape(-1, 10), ref_probs, rtol=1e-4, atol=1e-7)
     z_score = (ref_vals[:, 0] - z.mean(-1)) / z.std(-1, correction=0)
     torch.testing.assert_close(dec.z1.reshape(-1), z_score, rtol=1e-4, atol=1e-4)
+
+
+def test_smollm2_bf16_decode_matches_exact(smollm2):
+    """bfloat16 candidates re-scored in float32 against the exact decode, on 1,536 real rows (512 per layer).
+
+    Stated tolerance (docstring of ``decode_neurons``): the same top-k tokens (an order may differ only between
+    tokens whose exact probabilities tie to 1e-4), probabilities within 1 % relative, z1 within 1e-3.
+    """
+    args = dict(kind="up", norm=True, k=10, layers=[0, 14, 29], sample=512, seed=2, cache=False)
+    exact = decode_neurons(smollm2, **args, dtype=None)
+    fast = decode_neurons(smollm2, **args, dtype=torch.bfloat16)
+    assert fast.dtype == "bfloat16" and exact.dtype == "exact"
+    assert torch.equal(fast.top_ids.sort(-1).values, exact.top_ids.sort(-1).values)
+    assert (fast.top_ids != exact.top_ids).float().mean() < 1e-3
+    # the exact probability of the token fast ranks at each place: equal to the exact one there, up to a tie
+    same_token = fast.top_ids[..., :, None] == exact.top_ids[..., None, :]  # [L, n, k, k]
+    exact_of_fast = (same_token * exact.top_probs[..., None, :]).sum(-1)
+    torch.testing.assert_close(exact_of_fast, exact.top_probs, rtol=0, atol=1e-4)
+    torch.testing.assert_close(fast.top_probs, exact.top_probs, rtol=1e-2, atol=1e-6)
+    torch.testing.assert_close(fast.z1, exact.z1, rtol=0, atol=1e-3)
+    assert 0 <= fast.redone < 0.1 * fast.top_ids[..., 0].numel()
+
+
+def test_bf16_rows_redone_in_float32_equal_the_exact_decode(smollm2, monkeypatch):
+    """With an infinite safety margin every row is redone in float32: the result is the exact decode's."""
+    from locedit.neurons import _Bf16Readout
+
+    monkeypatch.setattr(_Bf16Readout, "SAFETY", math.inf)
+    args = dict(k=5, layers=[3], sample=40, cache=False)
+    fast = decode_neurons(smollm2, **args, dtype=torch.bfloat16)
+    exact = decode_neurons(smollm2, **args, dtype=None)
+    assert fast.redone == 40
+    assert torch.equal(fast.top_ids, exact.top_ids)
+    torch.testing.assert_close(fast.top_probs, exact.top_probs, rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(fast.z1, exact.z1, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_decode_tiny_vocab_and_dtype_choices(monkeypatch):
+    """Candidates covering the whole vocabulary (no row can need redoing); soft-capped logits take the exact
+    path; an unsupported dtype is refused; ``"auto"`` follows :func:`native_bf16`."""
+    from locedit import neurons
+
+    model = tiny_model("llama")
+    monkeypatch.setattr(neurons._Bf16Readout, "EXTRA", 10**6)
+    fast = decode_neurons(model, k=5, cache=False, dtype=torch.bfloat16)
+    exact = decode_neurons(model, k=5, cache=False, dtype=None)
+    assert fast.redone == 0 and torch.equal(fast.top_ids, exact.top_ids)
+    torch.testing.assert_close(fast.top_probs, exact.top_probs, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="bfloat16"):
+        decode_neurons(model, k=5, cache=False, dtype=torch.float16)
+    for native, expected in [(True, "bfloat16"), (False, "exact")]:
+        monkeypatch.setattr(neurons, "native_bf16", lambda device, native=native: native)
+        assert decode_neurons(model, k=5, cache=False).dtype == expected
+    capped = tiny_model("gemma3_text")
+    capped.hf.config.final_logit_softcapping = 5.0
+    assert decode_neurons(capped, k=5, cache=False, dtype=torch.bfloat16).dtype == "exact"
 
 
 @pytest.fixture

@@ -195,6 +195,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively, so a bf16 matmul beats float32: a CUDA GPU, or a
+    CPU with AVX-512 BF16 or AMX (about 3× float32 on an AVX-512 BF16 EPYC). Elsewhere torch emulates bf16 and it is
+    slower than float32 (5× on an AVX2 EPYC)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no way to tell cheaply, keep float32
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
