@@ -13,7 +13,7 @@ and both times.
 
 Usage::
 
-    python benchmarks/neurons.py [--model smollm2-135m] [--k 10] [--chunk 512] [--threads 2] [--norm] [--repeat 1]
+    python benchmarks/neurons.py [--model smollm2-135m] [--k 10] [--chunk N] [--threads 2] [--norm] [--repeat 1]
                                  [--dtype auto|float32|bfloat16]
 
 Writes ``benchmarks/results/neurons.json`` (or ``--out``) and prints the same numbers.
@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--chunk", type=int, default=512)
+    parser.add_argument("--chunk", type=int, default=None, help="rows per matmul (default: the library's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--norm", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--kind", default="up")
@@ -118,7 +118,7 @@ def main() -> None:
         start = time.perf_counter()
         exact = decode(None)
         compared = {"exact_float32_seconds": round(time.perf_counter() - start, 2), **agreement(dec, exact)}
-    floor = matmul_floor(model, args.chunk, low)
+    floor = matmul_floor(model, args.chunk or (2048 if low else 512), low)
     n = len(layers) * spec.d_mlp
     best = min(times)
     gflop = 2 * n * spec.d_model * spec.vocab_size / 1e9

@@ -54,6 +54,7 @@ from locedit import load_model
 from locedit.neurons import (
     clamp,
     cohens_d,
+    compare_checkpoints,
     decode_neurons,
     decode_rows,
     generate_settings,
@@ -591,15 +592,16 @@ del tuned
 same_base = None
 if base_model_name:
     base = load_model(base_model_name, device=device)
-    if base.spec.n_layers != spec.n_layers or base.spec.d_mlp != spec.d_mlp:
-        raise ValueError("base and instruct must share the architecture")
-    same_base, same_base_layer = decode_neurons(base, "up", True, 10, sample=SIDE_SAMPLE).agreement(up_side)
+    with timed("decode_base"):
+        same_base, same_base_layer = compare_checkpoints(base, model, sample=SIDE_SAMPLE)
     print(f"base vs instruct: same top-1 token for {same_base:.1%} of sampled neurons")
 else:
     print(
         "base vs instruct: no base checkpoint given (SmolLM2-135M base is not available offline); set base_model_name to run it"
     )
 fig = go.Figure(go.Bar(x=same_ft_layer.index, y=same_ft_layer.values, name="fine-tuned copy"))
+if same_base is not None:
+    fig.add_trace(go.Bar(x=same_base_layer.index, y=same_base_layer.values, name="base vs instruct"))
 fig.add_hline(y=0.754, line_dash="dot", annotation_text="Davies: base vs Instruct, Llama 3.1 8B (75.4%)")
 fig.update_layout(
     title="Share of neurons with the same top-1 token, by layer",

@@ -15,6 +15,7 @@ from locedit.neurons import (
     check_neuron,
     clamp,
     cohens_d,
+    compare_checkpoints,
     concept_scores,
     decode_neurons,
     decode_rows,
@@ -380,3 +381,19 @@ def test_smollm2_clamp_generation_and_group_prob(smollm2, one_thread):
     np.testing.assert_allclose(probs[:, 0], [p0[0], p1[0]], rtol=1e-3)
     with pytest.raises(IndexError):
         generate(smollm2, "hi", [Intervention("mlp_up.0", "replace", 1.0, index=[smollm2.spec.d_mlp])])
+
+
+def test_compare_checkpoints(monkeypatch, tmp_path):
+    """Base vs instruct: 1.0 against itself, below 1 after a perturbation, refused across architectures."""
+    monkeypatch.setenv("LOCEDIT_CACHE", str(tmp_path))
+    a = tiny_model("llama")
+    b = tiny_model("llama")
+    assert compare_checkpoints(a, b)[0] == 1.0
+    with torch.no_grad():
+        for layer in range(b.spec.n_layers):
+            up = b.spec.part(b.hf, "mlp_up", layer).weight
+            up.add_(torch.randn_like(up) * up.std())
+    share, per_layer = compare_checkpoints(a, b, sample=16)
+    assert 0.0 <= share < 1.0 and list(per_layer.index) == list(range(a.spec.n_layers))
+    with pytest.raises(ValueError, match="differ in"):
+        compare_checkpoints(a, tiny_model("gpt2"))
