@@ -104,6 +104,17 @@ def test_bad_input(smollm2):
         average_effects([], "hidden")
 
 
+def test_positions_checked_before_any_forward(smollm2, monkeypatch):
+    import locedit.tracing
+
+    def no_forward(*_args, **_kwargs):
+        raise AssertionError("a forward pass ran before the positions were checked")
+
+    monkeypatch.setattr(locedit.tracing, "record", no_forward)
+    with pytest.raises(IndexError, match="out of range"):
+        causal_trace(smollm2, PROMPT, SUBJECT, "Paris", positions=[99])
+
+
 def _fake(tokens: int, subject: tuple[int, int], value_at: dict[int, float]) -> Trace:
     scores = torch.zeros(2, tokens)
     for t, v in value_at.items():

@@ -207,6 +207,9 @@ def causal_trace(
     seq = ids.shape[1]
     if seq != len(model.tokenizer(prompt)["input_ids"]):
         raise TraceError(f"the prompt {prompt!r} tokenizes differently on its own and in a batch; pass one prompt")
+    if positions is not None and any(not -seq <= int(p) < seq for p in positions):  # before any forward pass
+        raise IndexError(f"positions {list(positions)} out of range for a {seq}-token prompt")
+    wanted = range(seq) if positions is None else sorted({int(p) % seq for p in positions})
     if noise is None:
         noise = 3 * embedding_std(model, [subject])
     gen = torch.Generator().manual_seed(seed)
@@ -248,9 +251,6 @@ def causal_trace(
 
     # Restorations before the subject change nothing (the noise starts at the subject): they are not run, their
     # score is the corrupted run's. The corrupted run itself is an empty patch per noise sample.
-    wanted = range(seq) if positions is None else sorted({int(p) % seq for p in positions})
-    if positions is not None and any(not -seq <= int(p) < seq for p in positions):
-        raise IndexError(f"positions {list(positions)} out of range for a {seq}-token prompt")
     span = [t for t in wanted if t >= first]
     patches = [Patch([], row=s) for s in range(samples)] + [
         Patch(restore(kind, layer, t), row=s)
