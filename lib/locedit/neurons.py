@@ -504,18 +504,18 @@ def decode_neurons(
         kind: ``"up"`` (up-projection rows), ``"gate"`` (gate rows; gated MLPs only) or ``"down"`` (down columns).
         norm: read each direction through the final norm (``f`` in the module docstring) or raw.
         chunk: rows per matmul (default 512 exact, 2,048 in bfloat16, whose matmul gains from larger blocks); peak
-            extra memory ≈ chunk × vocab × 4 bytes exact (512 × 49,152: 100 MB), (chunk × 2 + 512 × 4) × vocab
-            bytes plus two copies of W_U in bfloat16 (2,048: 300 MB + 170 MB).
+            extra memory ≈ chunk × vocab × 4 bytes exact (512 × 49,152: 100 MB); in bfloat16 (chunk × 2 + 512 × 4)
+            × vocab bytes plus the centred W_U in float32 and bfloat16 (2,048: 300 MB + 170 MB).
         cache: reuse / store the result under ``$LOCEDIT_CACHE/neurons`` (keyed by the weights and arguments).
         sample: decode only this many neurons per layer, the same random (``seed``) indices in every layer.
         dtype: the vocabulary-wide matmul's dtype. ``None``: the weights' own (exact). ``torch.bfloat16``: the
             matmul only *finds* candidates (:class:`_Bf16Readout`); their logits are recomputed in float32, so the
             top-``k`` tokens are float32's and a row with a near-tie at the cut is redone in float32. The
             probabilities keep the other tokens' bf16 rounding in the normaliser. Measured on all 46,080 SmolLM2 up
-            neurons (``benchmarks/neurons.py``): identical top-10 sets, the order differing in 6 neurons between
+            neurons (``benchmarks/neurons.py``): identical top-10 sets, the order differing in 4–6 neurons between
             tokens tied to 1e-5, probabilities within 0.75 % relative (0.002 absolute), ``z1`` within 3e-5; 406
             rows redone. ``"auto"`` (default): bfloat16 for a float32 model on hardware that multiplies it
-            natively (:func:`locedit.models.native_bf16`; 2.2–2.4× faster on an AVX-512 BF16 CPU), else exact.
+            natively (:func:`locedit.models.native_bf16`; 2.4× faster on an AVX-512 BF16 CPU), else exact.
             Soft-capped logits (Gemma 2) are not linear in the row, so they always take the exact path.
     """
     spec = model.spec
