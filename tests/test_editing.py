@@ -201,11 +201,17 @@ def test_batched_editors_match_one_at_a_time(tiny_tok):
     from locedit.editing import ft_each, rome_each
     from locedit.evaluation import target_prob
 
-    facts = [FACT, {"prompt": "{} is the capital of", "subject": "Paris", "target_new": "Spain"}]
+    facts = [
+        FACT,
+        {"prompt": "{} is the capital of", "subject": "Paris", "target_new": "Spain"},
+        {"prompt": "{} is located in", "subject": "Rome", "target_new": "Norway"},
+    ]
     hp, hp_ft = ROMEHyperParams(layer=1, **FAST), FTHyperParams(layer=1, num_steps=5)
     before = _snapshot(tiny_tok)
+    single_rome = [rome(tiny_tok, f, hp) for f in facts]
     for batched, single in (
-        (rome_each(tiny_tok, facts, hp), [rome(tiny_tok, f, hp) for f in facts]),
+        (rome_each(tiny_tok, facts, hp), single_rome),  # batches of 2: [2 facts] + [1 fact]
+        (rome_each(tiny_tok, facts, hp, batch_size=3), single_rome),
         (ft_each(tiny_tok, facts, hp_ft), [ft(tiny_tok, f, hp_ft) for f in facts]),
     ):
         assert _same(tiny_tok, before)
@@ -219,8 +225,12 @@ def test_batched_editors_match_one_at_a_time(tiny_tok):
             assert torch.allclose(pa, pb, rtol=1e-3, atol=1e-6), (a.method, pa, pb)
             (da,), (db,) = a.deltas.values(), b.deltas.values()
             assert (da - db).norm() <= 1e-3 * db.norm() + 1e-6
+            if a.method == "ROME":  # each edit carries its own fact's optimisation log
+                assert a.info["steps"] and isinstance(a.info["steps"][-1]["p_target"], float)
     with pytest.raises(EditError, match="no facts"):
         rome_each(tiny_tok, [], hp)
+    with pytest.raises(EditError, match="batch_size"):
+        rome_each(tiny_tok, facts, hp, batch_size=0)
 
 
 def test_run_until_records_what_the_full_forward_does(smollm2):
