@@ -312,6 +312,8 @@ def rome_each(
     _check(model, hp.layer, hp.v_loss_layer)
     if not facts:
         raise EditError("no facts to edit: pass a non-empty list of CounterFact records or requests")
+    if batch_size < 1:
+        raise EditError("batch_size must be ≥ 1")
     requests = [as_request(f) for f in facts]
     name, weight, transposed = edited_weight(model, hp.layer)
     started = time.perf_counter()
@@ -330,8 +332,6 @@ def rome_each(
     # Step 2: the values v*.
     log: list = []
     module = model.spec.part(model.hf, "mlp_down", hp.layer)
-    if batch_size < 1:
-        raise EditError("batch_size must be ≥ 1")
     v_star = []
     for b in range(0, len(requests), batch_size):
         part_log: list = []
