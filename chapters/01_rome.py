@@ -425,11 +425,7 @@ sweep_rows = []
 with timed("layer_sweep"):
     for layer in sweep_layers:
         hp_l = ROMEHyperParams(layer=layer, context_template_length_params=PREFIXES, mom2_n_samples=STATS_TOKENS)
-        scores = []
-        for f, e in zip(sweep_facts, rome_each(model, sweep_facts, hp_l), strict=True):
-            with e.applied(model):
-                scores.append(evaluate(model, [f]))
-        s = summarize(pd.concat(scores))
+        s = summarize(evaluate(model, sweep_facts, edits=rome_each(model, sweep_facts, hp_l)))
         sweep_rows.append({"layer": layer, **{k: float(s[k]) for k in ("S", "ES", "PS", "NS")}})
 sweep = pd.DataFrame(sweep_rows).set_index("layer")
 ax = layer_curve({k: sweep[k] for k in ("ES", "PS", "NS", "S")}, layers=list(sweep.index), ylabel="score (×100)",
@@ -456,26 +452,25 @@ results.metrics.update({"edit_layer": edit_layer, "sweep.best_layer": best_layer
 #
 # * **FT-L**: Adam on the new object's NLL, updating only $W_{down}$ at $l^*$, each weight kept within $\pm 5\cdot
 #   10^{-4}$ of its original value (the released baseline's settings).
-# * **ROME** at $l^*$, one edit per record, each evaluated on its own and reverted (the values of all edits are
-#   optimised in one batch, `rome_each`: the same edits as one at a time, several times faster on a CPU).
+# * **ROME** at $l^*$, one edit per record, each evaluated on its own and reverted (`rome_each` optimises the values
+#   of two facts per batch of forward passes: the same edits as one at a time, faster on a CPU; the texts for GE and
+#   RS of all records are sampled in one batch, each row under its own edit).
 # * **MEMIT**: all `N_EVAL` edits at once, spread over the 4 layers ending at $l^*$ (GPT-J: layers 3–8 of 28), with
 #   the covariance weight λ = 15,000 of the released code.
 
 # %%
 eval_facts = balanced(facts, N_EVAL, seed=1)
-gen = set(range(N_GENERATE))
 references = reference_texts()
 
 
 def score_each(edits) -> pd.DataFrame:
-    """Apply each record's own edit (None: the unedited model), evaluate that record, revert."""
-    frames = []
-    for i, (f, e) in enumerate(zip(eval_facts, edits, strict=True)):
-        if e is None:
-            frames.append(evaluate(model, [f], generation=i in gen, references=references))
-        else:
-            with e.applied(model):
-                frames.append(evaluate(model, [f], generation=i in gen, references=references))
+    """Each record under its own edit (None: the unedited model); the first N_GENERATE records also get GE and RS.
+    `evaluate(edits=...)` reads each record's probabilities with its edit applied, then samples the generations of
+    all records in one batch, each row with its own edit (a hook adds it to that row only)."""
+    frames = [evaluate(model, eval_facts[N_GENERATE:], edits=edits[N_GENERATE:])]
+    if N_GENERATE:
+        head = eval_facts[:N_GENERATE]
+        frames.insert(0, evaluate(model, head, generation=True, references=references, edits=edits[:N_GENERATE]))
     return pd.concat(frames, ignore_index=True)
 
 

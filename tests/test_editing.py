@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from locedit.editing import (
     MEMITHyperParams,
     Request,
     ROMEHyperParams,
+    applied_per_row,
     ft,
     key_second_moment,
     memit,
@@ -159,6 +162,37 @@ def test_apply_failure_restores(tiny_tok):
     assert _same(tiny_tok, before)
     with pytest.raises(EditError, match="not applied"):
         Edit({name: torch.ones_like(weight)}).revert(tiny_tok)
+
+
+def test_applied_per_row_matches_applying_each_edit(tiny_tok):
+    """Row b of a batch under applied_per_row gives the logits of the model with edits[b] applied; the weights are
+    never touched and the hooks go, even after an exception."""
+    before = _snapshot(tiny_tok)
+    name, weight, _ = edited_weight(tiny_tok, 1)
+    generator = torch.Generator().manual_seed(0)
+    edits = [Edit({name: 0.5 * torch.randn(weight.shape, generator=generator)}), None]
+    bias = name.rsplit(".", 1)[0] + ".bias"
+    if bias in before:  # GPT-2's Conv1D: an edit of a weight and a bias
+        delta = 0.5 * torch.randn(weight.shape, generator=generator)
+        edits.append(Edit({name: delta, bias: torch.ones(weight.shape[-1])}))
+    ids = torch.tensor([tiny_tok.tokenizer("The capital of France is")["input_ids"]] * len(edits))
+    with torch.no_grad(), applied_per_row(tiny_tok, edits):
+        rows = tiny_tok.hf(input_ids=ids).logits
+        with pytest.raises(EditError, match="rows inside applied_per_row"):
+            tiny_tok.hf(input_ids=ids[:1])
+    assert _same(tiny_tok, before)
+    for b, e in enumerate(edits):
+        with torch.no_grad(), e.applied(tiny_tok) if e is not None else contextlib.nullcontext():
+            alone = tiny_tok.hf(input_ids=ids[:1]).logits[0]
+        assert torch.allclose(rows[b], alone, atol=1e-5), b
+    assert not torch.allclose(rows[0], rows[1], atol=1e-3)  # the edit does change the output
+    module = tiny_tok.hf.get_submodule(name.rsplit(".", 1)[0])
+    assert not module._forward_hooks  # removed, also after the error above
+    norm = tiny_tok.spec.part(tiny_tok.hf, "final_norm")
+    norm_name = next(n for n, p in tiny_tok.hf.named_parameters() if p is norm.weight)
+    per_norm = applied_per_row(tiny_tok, [Edit({norm_name: torch.zeros_like(norm.weight)})])
+    with pytest.raises(EditError, match="only linear layers"), per_norm:
+        pass
 
 
 def test_key_statistics_cached(tiny_tok):

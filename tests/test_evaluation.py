@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from locedit.data import load_facts
-from locedit.evaluation import TfIdf, evaluate, ngram_entropy, summarize, target_nll, target_prob
+from locedit.editing import Edit
+from locedit.evaluation import TfIdf, evaluate, generate, ngram_entropy, summarize, target_nll, target_prob
 
 
 def test_target_prob_matches_single_forward(smollm2):
@@ -59,6 +60,28 @@ def test_evaluate_unedited(smollm2):
     assert len(both) == 8
     with pytest.raises(ValueError, match="no records"):
         evaluate(smollm2, [])
+
+
+def test_evaluate_and_generate_with_one_edit_per_record(smollm2):
+    """evaluate(edits=…) scores each record under its own edit, and samples every record's texts in one batch with
+    each row's own edit; a row's text equals the text sampled with that edit applied to the weights."""
+    records = load_facts(limit=2)
+    name = "model.layers.5.mlp.down_proj.weight"
+    weight = dict(smollm2.hf.named_parameters())[name]
+    edit = Edit({name: 0.05 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))})
+    df = evaluate(smollm2, records, edits=[edit, None])
+    with edit.applied(smollm2):
+        first = evaluate(smollm2, records[:1])
+    pd.testing.assert_frame_equal(df.iloc[:1], first, check_exact=False, rtol=1e-6)
+    pd.testing.assert_frame_equal(df.iloc[1:].reset_index(drop=True), evaluate(smollm2, records[1:]))
+    prompts = [records[0]["generation_prompts"][0]] * 2
+    both = generate(smollm2, prompts, max_length=24, edits=[edit, edit])
+    plain = generate(smollm2, prompts, max_length=24)
+    with edit.applied(smollm2):
+        applied = generate(smollm2, prompts, max_length=24)
+    assert both == applied and both != plain
+    with pytest.raises(ValueError, match="one edit"):
+        evaluate(smollm2, records, edits=[None])
 
 
 def test_summarize_harmonic_mean():

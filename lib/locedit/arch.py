@@ -270,12 +270,18 @@ def _identity_embed(_hf: nn.Module, embedded: torch.Tensor, _position_ids: torch
     return embedded
 
 
-def _plain_logits(hf: nn.Module, spec: ArchSpec, hidden: torch.Tensor) -> torch.Tensor:
-    logits = spec.part(hf, "unembed")(spec.part(hf, "final_norm")(hidden))
+def output_head(hf: nn.Module, spec: ArchSpec, normed: torch.Tensor) -> torch.Tensor:
+    """Logits of final-norm outputs (the base model's ``last_hidden_state``): [..., d_model] → [..., vocab]. The
+    unembedding (with its bias, if any), then logit soft-capping where the family has it (Gemma 2 and 3)."""
+    logits = spec.part(hf, "unembed")(normed)
     cap = getattr(hf.config, "final_logit_softcapping", None)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def _plain_logits(hf: nn.Module, spec: ArchSpec, hidden: torch.Tensor) -> torch.Tensor:
+    return output_head(hf, spec, spec.part(hf, "final_norm")(hidden))
 
 
 def _full_attention(config: PreTrainedConfig) -> list[str]:

@@ -20,10 +20,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import pandas as pd
 import torch
 
+from locedit.editing.edit import Edit, applied_per_row
 from locedit.models import Model
 
 _WORD = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
@@ -167,20 +169,34 @@ class TfIdf:
 
 @torch.no_grad()
 def generate(
-    model: Model, prompts: Sequence[str], max_length: int = 100, top_k: int = 5, seed: int = 0, batch_size: int = 32
+    model: Model,
+    prompts: Sequence[str],
+    max_length: int = 100,
+    top_k: int = 5,
+    seed: int = 0,
+    batch_size: int = 32,
+    edits: Sequence[Edit | None] | None = None,
 ) -> list[str]:
-    """Sample one continuation per prompt (top-k, ``max_length`` tokens in all, prompt included), decoded whole."""
+    """Sample one continuation per prompt (top-k, ``max_length`` tokens in all, prompt included), decoded whole.
+
+    ``edits``: one :class:`~locedit.editing.Edit` (or ``None``) per prompt, each used for its own prompt only
+    (:func:`~locedit.editing.applied_per_row`), so that prompts needing different edits still share one batch.
+    """
+    if edits is not None and len(edits) != len(prompts):
+        raise ValueError(f"{len(edits)} edits for {len(prompts)} prompts: give one edit (or None) per prompt")
     texts = []
     for start in range(0, len(prompts), batch_size):
         torch.manual_seed(seed + start)
         inputs = model.encode(list(prompts[start : start + batch_size]))
-        out = model.hf.generate(
-            **inputs,
-            do_sample=True,
-            top_k=top_k,
-            max_length=max_length,
-            pad_token_id=model.tokenizer.pad_token_id,
-        )
+        rows = applied_per_row(model, edits[start : start + batch_size]) if edits is not None else nullcontext()
+        with rows:
+            out = model.hf.generate(
+                **inputs,
+                do_sample=True,
+                top_k=top_k,
+                max_length=max_length,
+                pad_token_id=model.tokenizer.pad_token_id,
+            )
         texts += model.tokenizer.batch_decode(out, skip_special_tokens=True)
     return texts
 
@@ -202,6 +218,7 @@ def evaluate(
     references: dict[tuple[str, str], str] | None = None,
     batch_size: int = 32,
     seed: int = 0,
+    edits: Sequence[Edit | None] | None = None,
 ) -> pd.DataFrame:
     """CounterFact metrics of ``model`` on ``records``: one row per record, values ×100.
 
@@ -209,9 +226,27 @@ def evaluate(
     ``generation`` is true (slower: one sampled 100-token text per generation prompt). The means and the score S
     are in ``df.attrs["summary"]`` (a dict; see :func:`summarize`). All prompts of all records go through the model in
     batches together.
+
+    ``edits``: one edit (or ``None``) per record, for editors that make one edit per record (ROME's and FT-L's
+    evaluation in the paper). Each record's probabilities are read with its own edit applied (one record at a
+    time, exact weights); its generations are sampled together with every other record's, each batch row with its
+    own edit added by a hook (:func:`~locedit.editing.applied_per_row`; the same model to float rounding), which is
+    about 10× faster than a ``generate`` call per record on a CPU.
     """
     if not records:
         raise ValueError("no records to evaluate: pass a non-empty list (e.g. locedit.data.load_facts())")
+    if edits is not None:
+        if len(edits) != len(records):
+            raise ValueError(f"{len(edits)} edits for {len(records)} records: give one edit (or None) per record")
+        frames = []
+        for record, e in zip(records, edits, strict=True):
+            with e.applied(model) if e is not None else nullcontext():
+                frames.append(evaluate(model, [record], batch_size=batch_size))
+        df = pd.concat(frames, ignore_index=True)
+        if generation:
+            df = df.join(_generation_metrics(model, records, references, seed, batch_size, edits))
+        df.attrs["summary"] = summarize(df).to_dict()
+        return df
     prompts, trues, news, owner, kind = [], [], [], [], []
     for i, record in enumerate(records):
         prompt, true, new = _rewrite(record)
@@ -252,7 +287,7 @@ def evaluate(
     return df
 
 
-def _generation_metrics(model, records, references, seed, batch_size) -> pd.DataFrame:
+def _generation_metrics(model, records, references, seed, batch_size, edits=None) -> pd.DataFrame:
     if references is None:
         from locedit.data import reference_texts
 
@@ -263,7 +298,8 @@ def _generation_metrics(model, records, references, seed, batch_size) -> pd.Data
         for p in record.get("generation_prompts", []):
             prompts.append(p)
             owner.append(i)
-    texts = generate(model, prompts, seed=seed, batch_size=batch_size)
+    row_edits = [edits[i] for i in owner] if edits is not None else None
+    texts = generate(model, prompts, seed=seed, batch_size=batch_size, edits=row_edits)
     ge, rs = [], []
     for i, record in enumerate(records):
         mine = [t for t, o in zip(texts, owner, strict=True) if o == i]

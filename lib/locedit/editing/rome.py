@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from locedit.arch import output_head
 from locedit.editing.common import (
     Request,
     as_request,
@@ -148,8 +149,9 @@ def optimise_value(
 
     Speed (``prefix_cache=True``): δ enters at the fact token, so nothing before it depends on δ. The tokens before
     each prompt's fact token run once, into a key/value cache (rows left-padded so the fact tokens line up); each
-    optimisation step runs only the tokens from the fact token on, and computes logits only at the positions the
-    loss reads. ``prefix_cache=False`` runs every step on whole prompts (the reference; same losses to ~1e-6).
+    optimisation step runs only the tokens from the fact token on, and applies the output head (a [vocab, d_model]
+    product, the largest in a small model) only at the (row, position) pairs the loss reads. ``prefix_cache=False``
+    runs every step on whole prompts (the reference; same losses to ~1e-6).
     """
     tok = model.tokenizer
     n = len(requests)
@@ -176,7 +178,7 @@ def optimise_value(
     prefix, suffix = _split_rows(model, rows, split)
     device = model.device
     col = torch.tensor([i - k for i, k in zip(index, split, strict=True)], device=device)  # δ's column per row
-    # the logit columns the loss reads: the fact token of KL rows, the positions before each target token
+    # the (row, column) positions the loss reads: the fact token of KL rows, the positions before each target token
     reads: list[tuple[int, int, int]] = []  # (row, column, token) for NLL; token -1 marks a KL read
     for i, target in enumerate(targets):
         if target is None:
@@ -184,10 +186,8 @@ def optimise_value(
         else:
             first = len(rows[i]) - (len(target) - 1) - split[i] - 1  # column predicting the first target token
             reads += [(i, first + m, token) for m, token in enumerate(target)]
-    keep = sorted({c for _, c, _ in reads})
-    where = {c: m for m, c in enumerate(keep)}
     read_row = torch.tensor([r for r, _, _ in reads], device=device)
-    read_col = torch.tensor([where[c] for _, c, _ in reads], device=device)
+    read_col = torch.tensor([c for _, c, _ in reads], device=device)
     read_tok = torch.tensor([t for _, _, t in reads], device=device)
     read_kl = read_tok < 0
     owner_t = torch.tensor(owner, device=device)
@@ -196,12 +196,11 @@ def optimise_value(
     n_kl = torch.bincount(owner_t[kl_mask], minlength=n).float()
     n_tgt = torch.tensor(n_targets, dtype=torch.float, device=device)
     first_row = torch.tensor([owner.index(j) for j in range(n)], device=device)
-    keep_t = torch.tensor(keep, device=device)
 
     past = None
     if prefix is not None:
         with torch.no_grad():
-            past = model.hf(**prefix, use_cache=True, logits_to_keep=1).cache
+            past = model.hf.base_model(**prefix, use_cache=True).cache
 
     delta = torch.zeros(n, model.spec.d_model, device=device, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=hp.v_lr)
@@ -224,8 +223,9 @@ def optimise_value(
             for step in range(hp.v_num_grad_steps):
                 optimiser.zero_grad()
                 cache = copy.deepcopy(past) if past is not None else None
-                logits = model.hf(**suffix, cache=cache, use_cache=cache is not None, logits_to_keep=keep_t)
-                logprobs = logits.logits[read_row, read_col].float().log_softmax(-1)  # [reads, vocab]
+                hidden = model.hf.base_model(**suffix, cache=cache, use_cache=cache is not None).last_hidden_state
+                logits = output_head(model.hf, model.spec, hidden[read_row, read_col])  # only where the loss reads
+                logprobs = logits.float().log_softmax(-1)  # [reads, vocab]
                 # KL on the next-token distribution at the fact token of the KL prompts
                 kl_logits = logprobs[read_kl]
                 if kl_init is None:
