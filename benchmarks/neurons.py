@@ -22,14 +22,13 @@ Writes ``benchmarks/results/neurons.json`` (or ``--out``) and prints the same nu
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
 
 import torch
+from bench_common import machine, write_result
 
 
 def peak_rss_mb() -> float:
@@ -143,17 +142,14 @@ def main() -> None:
         "peak_rss_mb_after_load": round(rss_model),
         "peak_rss_mb_growth_during_decode": round(rss_peak - rss_model),
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "machine": machine(),
         "load_average_1min_before": round(load_before, 2),
         "load_average_1min_after": round(load_after, 2),
         "torch": torch.__version__,
         "target": "≤ 10 s, ≤ 2 GB above the model (all 46,080 SmolLM2 up neurons, 2 cores)",
         "top1_example": dec.top(0, 0, 3),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from bench_common import machine
 
 import locedit
 from locedit.patching import activation_patching_grid, as_dtype
@@ -208,24 +208,6 @@ OURS = "ours_incremental"
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = Path("/proc/cpuinfo").read_text()
-        units = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    except OSError:
-        units = []
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return (
-        f"{cpu}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-        f"bf16 units: {', '.join(units) or 'none'}, load average at start {load:.1f}"
-    )
 
 
 def main(argv=None) -> int:

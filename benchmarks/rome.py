@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from bench_common import machine, write_result
 
 PROMPT, SUBJECT, TARGET = "The Eiffel Tower is located in the city of", "Eiffel Tower", "Paris"
 
@@ -62,7 +62,7 @@ def main() -> None:
     result: dict = {
         "model": args.model,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "machine": machine(),
         "torch": torch.__version__,
         "load_average_1min_start": round(os.getloadavg()[0], 2),
     }
@@ -128,10 +128,7 @@ def main() -> None:
         print(json.dumps(result["memit"], indent=2), flush=True)
 
     result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
