@@ -414,7 +414,8 @@ class _Bf16Readout(_Readout):
             raise ValueError("a bfloat16 decode needs logits linear in the row; this model soft-caps them")
         self.Wc = self.W.float() - self.W.float().mean(0)  # [V, d], float32
         self.Wc_low = self.Wc.bfloat16()
-        self.buffer: torch.Tensor | None = None  # [SLICE, V] float32, made on first use
+        # float32 work space for one slice; untouched pages cost nothing, so a small decode uses a corner of it
+        self.buffer = torch.empty(self.SLICE, self.W.shape[0], device=self.W.device)
 
     def unembedder(self, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """``x ↦ bf16(x) @ bf16(W_U − mean)ᵀ``, bf16 [c, V], into one reused buffer (valid until the next call)."""
@@ -430,8 +431,6 @@ class _Bf16Readout(_Readout):
         :attr:`SLICE` rows (a bounded float32 buffer)."""
         x = x.float()
         low = unembed(x)  # [c, V] centred logits, bf16
-        if self.buffer is None:
-            self.buffer = torch.empty(min(len(x), self.SLICE), low.shape[1], device=low.device)
         parts = [self._settle(x[s : s + self.SLICE], low[s : s + self.SLICE], k) for s in range(0, len(x), self.SLICE)]
         ids, probs, z1, redo = (torch.cat(p) for p in zip(*parts, strict=True))
         return ids, probs, z1, redo.nonzero()[:, 0]
