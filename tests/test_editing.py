@@ -232,7 +232,8 @@ def test_value_optimisation_prefix_cache_matches_whole_prompts(tiny_tok, hooked)
 
 def test_batched_editors_match_one_at_a_time(tiny_tok):
     """rome_each / ft_each compute independent edits together; each acts like the one-at-a-time edit."""
-    from locedit.editing import ft_each, rome_each
+    from locedit.editing import as_request, ft_each, rome_each
+    from locedit.editing.rome import by_suffix_length
     from locedit.evaluation import target_prob
 
     facts = [
@@ -241,6 +242,8 @@ def test_batched_editors_match_one_at_a_time(tiny_tok):
         {"prompt": "{} is located in", "subject": "Rome", "target_new": "Norway"},
     ]
     hp, hp_ft = ROMEHyperParams(layer=1, **FAST), FTHyperParams(layer=1, num_steps=5)
+    # tokens per optimisation step: 2 + 1, 5 + 1, 4 + 1, so the batches of two are [0, 2] + [1], not [0, 1] + [2]
+    assert by_suffix_length(tiny_tok, [as_request(f) for f in facts], "subject_last") == [0, 2, 1]
     before = _snapshot(tiny_tok)
     single_rome = [rome(tiny_tok, f, hp) for f in facts]
     for batched, single in (
@@ -261,6 +264,7 @@ def test_batched_editors_match_one_at_a_time(tiny_tok):
             assert (da - db).norm() <= 1e-3 * db.norm() + 1e-6
             if a.method == "ROME":  # each edit carries its own fact's optimisation log
                 assert a.info["steps"] and isinstance(a.info["steps"][-1]["p_target"], float)
+                assert a.info["steps"][0]["p_target"] == pytest.approx(b.info["steps"][0]["p_target"], rel=1e-4)
     with pytest.raises(EditError, match="no facts"):
         rome_each(tiny_tok, [], hp)
     with pytest.raises(EditError, match="batch_size"):
