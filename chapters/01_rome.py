@@ -91,6 +91,7 @@ N_EVAL = 10 if quick else 100  # edits in the Table-4 comparison
 N_GENERATE = 0 if quick else 20  # of those, how many also get the generation metrics GE and RS
 SWEEP_LAYERS_STEP = 10 if quick else 3
 SWEEP_FACTS = 2 if quick else 6
+FT_FACTS = 3 if quick else 20  # records for the FT-L bound comparison after Table 4
 
 with timed("load_model"):
     model = load_model(model_name, device=device)
@@ -533,6 +534,33 @@ results.metrics["rome.seconds_per_edit"] = round(results.timings["table_rome"] /
 # construction: our facts are ones SmolLM2 *knows* (so the unedited ES/PS are near 0, where GPT-2 XL's 22–25 come
 # from CounterFact facts it often does not know), and GE/RS use our shipped reference texts instead of Wikipedia.
 #
+# **FT-L on a small model.** The released FT-L bound is per weight: each entry of $W_{down}$ may move by at most
+# $\epsilon = 5\cdot10^{-4}$, a setting tuned on GPT-2 XL. The change it can make to the MLP's output at the edited
+# token is at most $\epsilon\,\lVert k \rVert_1$ per coordinate, a sum over the key's entries: 6,400 in GPT-2 XL,
+# 1,536 in SmolLM2. So the same $\epsilon$ may buy a much smaller edit here. If FT-L's ES in the table sits near the
+# unedited model's, the FT-L verdict below reads "not reproduced" (the paper's FT-L *reaches* the edit), and the
+# cell below asks whether the bound is why: FT-L again on the first `FT_FACTS` records, with $\epsilon$ ten times
+# larger and with no bound at all (plain fine-tuning, the paper's FT).
+
+# %%
+ft_rows = {}
+for eps in (5e-4, 5e-3, None):
+    ft_edits = ft_each(model, eval_facts[:FT_FACTS], FTHyperParams(layer=edit_layer, norm_constraint=eps))
+    ft_rows[f"FT-L, ε = {eps:g}" if eps else "FT, no bound"] = summarize(
+        evaluate(model, eval_facts[:FT_FACTS], edits=ft_edits)
+    )
+ft_bounds = pd.DataFrame(ft_rows).T[["S", "ES", "PS", "NS"]]
+display(ft_bounds.round(1))
+for name, row in ft_bounds.iterrows():
+    for k in ("ES", "PS", "NS"):
+        results.metrics[f"ft_bound.{name}.{k}"] = round(float(row[k]), 2)
+
+# %% [markdown]
+# In our full-size run (20 records) the paper's pattern appears once the bound is loosened: at $\epsilon =
+# 5\cdot10^{-4}$ ES 5, PS 5, NS 92 (the edit barely happens); at $5\cdot10^{-3}$ ES 90, PS 55, NS 76, next to the
+# paper's GPT-2 XL FT-L (ES 99.1, PS 48.7, NS 70.3) and below ROME's generalisation; with no bound ES 100, PS 70 and
+# NS 66, specificity paid for efficacy. The bound's right size depends on the model.
+#
 # ## 5. Try it
 #
 # In a live Jupyter kernel: pick a fact (or type any prompt and subject), *Trace* it, type a new object and *Edit*.
@@ -585,7 +613,7 @@ claims = [
         claim="FT-L reaches the edit but generalises worse than ROME (and costs specificity)",
         paper="GPT-2 XL FT-L: ES 99.1, PS 48.7, NS 70.3 vs ROME's 100.0 / 96.4 / 75.4",
         ours=f"FT-L: ES {ft_es:.1f}, PS {ft_ps:.1f}, NS {ft_ns:.1f} vs ROME's {es:.1f} / {ps:.1f} / {ns:.1f}",
-        verdict=verdict(ft_es >= 90 and ft_ps < ps - 10, partly=ft_ps < ps or ft_ns < ns),
+        verdict=verdict(ft_es >= 90 and ft_ps < ps - 10, partly=ft_es >= 50 and (ft_ps < ps or ft_ns < ns)),
     ),
     Claim(
         claim="MEMIT writes a whole batch of edits at once and keeps them specific",
@@ -613,6 +641,8 @@ display(pd.DataFrame([vars(c) for c in claims]))
 #   the weights: the paper's exact numbers become reachable (`load_facts(path)` reads the original CounterFact).
 # * **Sequential edits.** Apply ROME edits one after another (`edit.apply(model)` without reverting) and watch NS
 #   fall: the paper reports ROME degrading beyond about 32 sequential edits, which MEMIT fixes.
+# * **FT-L's bound, finely.** Sweep `FTHyperParams(norm_constraint=...)` between 5e-4 and 5e-3 on all `N_EVAL`
+#   records: where does FT-L start to reach its edits, and how much specificity does each step cost?
 # * **Which token?** `ROMEHyperParams(fact_token="subject_first")` or `"last"` edits at another token: the paper's
 #   Figure 5 shows the last subject token is the one that generalises.
 #
