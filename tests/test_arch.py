@@ -9,8 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_FAMILIES, tiny_config, tiny_model
-from locedit.arch import FAMILIES, LAYER_ADAPTERS, FamilyTable, UnsupportedArchitectureError, layer_adapter, spec_for
+from conftest import TINY_FAMILIES, tiny_config, tiny_inputs, tiny_model
+from locedit.arch import (
+    FAMILIES,
+    LAYER_ADAPTERS,
+    FamilyTable,
+    UnsupportedArchitectureError,
+    layer_adapter,
+    output_head,
+    spec_for,
+)
 from locedit.models import Model
 from locedit.patching import activation_patching_grid
 
@@ -236,3 +244,27 @@ def test_incremental_grid_matches_full(family, site):
     assert (fast - full).abs().max().item() <= 1e-5
     rows = full.flatten(0, -3)  # [patches, reads, vocab]
     assert (rows - rows[0]).abs().max() > 1e-3  # the patches change the logits: the comparison is not vacuous
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_output_head_on_the_base_model_reproduces_the_logits(family):
+    """ROME's value optimisation runs the base model and applies the output head only where its loss reads; for
+    every family that must equal the full model's logits (GPT-J's unembedding has a bias, Gemma soft-caps)."""
+    model = tiny_model(family)
+    inputs = tiny_inputs(batch=2, seq=6)
+    with torch.no_grad():
+        full = model.hf(**inputs).logits
+        hidden = model.hf.base_model(**inputs).last_hidden_state
+        rows, cols = torch.tensor([0, 1, 1]), torch.tensor([5, 2, 0])
+        picked = output_head(model.hf, model.spec, hidden[rows, cols])
+    assert torch.allclose(picked, full[rows, cols], atol=1e-5)
+
+
+def test_output_head_soft_caps(monkeypatch):
+    model = tiny_model("gemma3_text")
+    monkeypatch.setattr(model.hf.config, "final_logit_softcapping", 2.0)
+    with torch.no_grad():
+        full = model.hf(**tiny_inputs(batch=1, seq=4)).logits
+        hidden = model.hf.base_model(**tiny_inputs(batch=1, seq=4)).last_hidden_state
+        assert full.abs().max() <= 2.0
+        assert torch.allclose(output_head(model.hf, model.spec, hidden), full, atol=1e-5)
