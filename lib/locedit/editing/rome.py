@@ -267,7 +267,8 @@ def optimise_value(
 def by_suffix_length(model: Model, requests: list[Request], fact_token: str) -> list[int]:
     """Indices of ``requests``, shortest first, by the tokens an optimisation step runs for each: from the fact token
     to the end of the prompt, plus the target. A batch pads every row to its longest, so batching requests of
-    similar length wastes less (with 16 mixed facts at once, about half of the positions were padding)."""
+    similar length wastes less: on chapter 1's 100 facts, padding falls from 34% to 6% of the positions in batches of
+    16 (MEMIT's) and from 13% to 1% in pairs (``rome_each``'s)."""
 
     def steps_tokens(r: Request) -> int:
         prompt = len(model.tokenizer(r.text)["input_ids"])
