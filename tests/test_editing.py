@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import pytest
 import torch
@@ -100,6 +101,23 @@ def test_ft_and_memit_tiny(tiny_tok):
     with edit.applied(tiny_tok):
         pass
     assert _same(tiny_tok, before)
+
+
+def test_memit_does_not_depend_on_the_order_of_facts(tiny_tok):
+    """MEMIT optimises its z's in batches sorted by length; each z must go back to its own fact, so the same facts
+    in another order (and in batches of one) give the same update."""
+    facts = [
+        {"prompt": "{} is the capital of", "subject": "Paris", "target_new": "Spain"},
+        FACT,
+        {"prompt": "{} is located in", "subject": "Rome", "target_new": "Norway"},
+    ]
+    hp = MEMITHyperParams(
+        layers=(0, 1), v_num_grad_steps=3, mom2_n_samples=256, mom2_seq_len=16, context_template_length_params=((3, 2),)
+    )
+    reference = memit(tiny_tok, facts, hp).deltas
+    for other in (memit(tiny_tok, facts[::-1], hp), memit(tiny_tok, facts, replace(hp, z_batch=1))):
+        for name, delta in reference.items():
+            assert torch.allclose(other.deltas[name], delta, rtol=1e-4, atol=1e-6), name
 
 
 def test_errors(tiny_tok):
