@@ -556,10 +556,11 @@ for name, row in ft_bounds.iterrows():
         results.metrics[f"ft_bound.{name}.{k}"] = round(float(row[k]), 2)
 
 # %% [markdown]
-# In our full-size run (20 records) the paper's pattern appears once the bound is loosened: at $\epsilon =
-# 5\cdot10^{-4}$ ES 5, PS 5, NS 92 (the edit barely happens); at $5\cdot10^{-3}$ ES 90, PS 55, NS 76, next to the
-# paper's GPT-2 XL FT-L (ES 99.1, PS 48.7, NS 70.3) and below ROME's generalisation; with no bound ES 100, PS 70 and
-# NS 66, specificity paid for efficacy. The bound's right size depends on the model.
+# At full size (the first 20 records, layer 5; measured with these calls when the cell was written) the paper's
+# pattern appears once the bound is loosened: at $\epsilon = 5\cdot10^{-4}$ ES 5, PS 5, NS 92 (the edit barely
+# happens); at $5\cdot10^{-3}$ ES 90, PS 55, NS 76, next to the paper's GPT-2 XL FT-L (ES 99.1, PS 48.7, NS 70.3) and
+# below ROME's generalisation; with no bound ES 100, PS 70 and NS 66, specificity paid for efficacy. The bound's right
+# size depends on the model.
 #
 # ## 5. Try it
 #
