@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from locedit.arch import output_head
 from locedit.hooks import all_sites, run_with
 from locedit.models import Model
 
@@ -26,10 +27,7 @@ def decode(model: Model, vectors: torch.Tensor, norm: bool = True) -> torch.Tens
         x = vectors.to(model.device, model.dtype)
         if not norm:
             return (x @ spec.unembedding(hf).T).float()
-        logits = spec.part(hf, "unembed")(spec.part(hf, "final_norm")(x))
-        cap = getattr(hf.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
+        logits = output_head(hf, spec, spec.part(hf, "final_norm")(x))
     return logits.float()
 
 

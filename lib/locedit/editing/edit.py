@@ -167,7 +167,7 @@ def applied_per_row(model, edits: Sequence[Edit | None]) -> Iterator:
     hf = getattr(model, "hf", model)
     params = dict(hf.named_parameters())
     names = sorted({name for e in edits if e is not None for name in e.deltas})
-    by_module: dict[str, dict[str, torch.Tensor]] = {}
+    by_module: dict[str, dict[str, torch.Tensor]] = {}  # module path → {"weight" / "bias": [len(edits), *shape]}
     for name in names:
         if name not in params:
             raise EditError(f"the model has no parameter {name!r}: was this edit made for another model?")
@@ -185,13 +185,11 @@ def applied_per_row(model, edits: Sequence[Edit | None]) -> Iterator:
                 stacked[b] = e.deltas[name].to(p.device, p.dtype)
         by_module.setdefault(path, {})[kind] = stacked
 
-    def hook(module, args, output, deltas):
+    def hook(args, output, deltas, pattern):
         x = args[0]
         if x.shape[0] != len(edits):
             raise EditError(f"a forward pass of {x.shape[0]} rows inside applied_per_row of {len(edits)} edits")
         if "weight" in deltas:
-            # nn.Linear keeps [out, in]; Conv1D keeps [in, out]
-            pattern = "b...i,boi->b...o" if type(module).__name__ == "Linear" else "b...i,bio->b...o"
             output = output + torch.einsum(pattern, x, deltas["weight"])
         if "bias" in deltas:
             output = output + deltas["bias"].reshape(len(edits), *[1] * (output.dim() - 2), -1)
@@ -201,7 +199,9 @@ def applied_per_row(model, edits: Sequence[Edit | None]) -> Iterator:
     try:
         for path, deltas in by_module.items():
             module = hf.get_submodule(path)
-            handles.append(module.register_forward_hook(lambda m, a, o, d=deltas: hook(m, a, o, d)))
+            # nn.Linear keeps [out, in]; Conv1D keeps [in, out]
+            pattern = "b...i,boi->b...o" if type(module).__name__ == "Linear" else "b...i,bio->b...o"
+            handles.append(module.register_forward_hook(lambda _m, a, o, d=deltas, p=pattern: hook(a, o, d, p)))
         yield model
     finally:
         for h in handles:

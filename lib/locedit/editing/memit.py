@@ -28,7 +28,7 @@ from locedit.editing.common import (
     token_index,
 )
 from locedit.editing.edit import Edit, EditError, restoring
-from locedit.editing.rome import _batch, by_suffix_length, keys_at, optimise_value
+from locedit.editing.rome import _batch, keys_at, optimise_values
 from locedit.editing.stats import key_second_moment
 from locedit.hooks import patch
 from locedit.models import Model
@@ -84,12 +84,7 @@ def memit(model: Model, facts, hparams: MEMITHyperParams | None = None, verbose:
     templates = context_templates(model, hp.context_template_length_params, starts=hp.context_starts, seed=hp.seed)
     # 1. target residuals z_i at the top layer
     block = model.spec.block(model.hf, top)
-    zs = torch.empty(len(requests), model.spec.d_model)  # [n, d_model]
-    order = by_suffix_length(model, requests, hp.fact_token)  # batches of similar length: less padding
-    for b in range(0, len(order), hp.z_batch):
-        part = order[b : b + hp.z_batch]
-        zs[part] = optimise_value(model, [requests[i] for i in part], block, templates, hp)[1].cpu()
-    zs = zs.to(model.device)
+    zs, _ = optimise_values(model, requests, block, templates, hp, hp.z_batch)  # [n, d_model]
     t_z = time.perf_counter() - started
     # 2. key statistics of every layer, from the unedited model, in one pass
     covs = key_second_moment(model, layers, n_tokens=hp.mom2_n_samples, seq_len=hp.mom2_seq_len, seed=hp.seed)

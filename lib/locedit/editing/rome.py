@@ -277,6 +277,23 @@ def by_suffix_length(model: Model, requests: list[Request], fact_token: str) -> 
     return sorted(range(len(requests)), key=lambda i: steps_tokens(requests[i]))
 
 
+def optimise_values(
+    model: Model, requests: list[Request], module: nn.Module, templates: list[str], hp, batch_size: int
+) -> tuple[torch.Tensor, list[list[dict]]]:
+    """:func:`optimise_value` for many requests, ``batch_size`` of similar length at a time (:func:`by_suffix_length`).
+    Returns v* [n, d_model] and each request's own optimisation log, both in the order of ``requests``."""
+    v_star = torch.empty(len(requests), model.spec.d_model)
+    logs: list[list[dict]] = [[] for _ in requests]
+    order = by_suffix_length(model, requests, hp.fact_token)
+    for b in range(0, len(order), batch_size):
+        part = order[b : b + batch_size]
+        part_log: list = []
+        v_star[part] = optimise_value(model, [requests[i] for i in part], module, templates, hp, log=part_log)[1].cpu()
+        for j, i in enumerate(part):
+            logs[i] = [{k: (v[j] if isinstance(v, list) else v) for k, v in step.items()} for step in part_log]
+    return v_star.to(model.device), logs
+
+
 @torch.no_grad()
 def _input_output(model: Model, layer: int, request: Request, fact_token: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The MLP output projection's input (key) and output (value) at the fact token of the bare prompt."""
@@ -345,16 +362,7 @@ def rome_each(
     u = (u / u.norm(dim=1, keepdim=True)).float()
     # Step 2: the values v*, ``batch_size`` facts of similar length at a time.
     module = model.spec.part(model.hf, "mlp_down", hp.layer)
-    v_star = torch.empty(len(requests), model.spec.d_model)
-    logs: list[list[dict]] = [[] for _ in requests]
-    order = by_suffix_length(model, requests, hp.fact_token)
-    for b in range(0, len(order), batch_size):
-        part = order[b : b + batch_size]
-        part_log: list = []
-        v_star[part] = optimise_value(model, [requests[i] for i in part], module, templates, hp, log=part_log)[1].cpu()
-        for j, i in enumerate(part):
-            logs[i] = [{k: (v[j] if isinstance(v, list) else v) for k, v in step.items()} for step in part_log]
-    v_star = v_star.to(model.device)
+    v_star, logs = optimise_values(model, requests, module, templates, hp, batch_size)
     seconds = round(time.perf_counter() - started, 2)
     # Step 3: the rank-one updates, each exact on its bare prompt's key.
     edits = []
