@@ -416,6 +416,7 @@ class _Bf16Readout(_Readout):
         self.Wc_low = self.Wc.bfloat16()
         # float32 work space for one slice; untouched pages cost nothing, so a small decode uses a corner of it
         self.buffer = torch.empty(self.SLICE, self.W.shape[0], device=self.W.device)
+        self.gathered = torch.empty(0, self.W.shape[1], device=self.W.device)  # candidates' W_U rows, grown once
 
     def unembedder(self, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
         """``x ↦ bf16(x) @ bf16(W_U − mean)ᵀ``, bf16 [c, V], into one reused buffer (valid until the next call)."""
@@ -444,8 +445,10 @@ class _Bf16Readout(_Readout):
         _, cand = _block_topk(z, kk, block=32)  # [c, kk], best bf16 first
         approx = z.gather(1, cand)
         lse = approx[:, 0] - torch.log_softmax(z, -1, out=z).gather(1, cand[:, :1])[:, 0]  # bf16 log-partition
-        rows = self.Wc.index_select(0, cand.flatten()).view(*cand.shape, -1)  # [c, kk, d] (4× faster than Wc[cand])
-        exact = (rows * x[:, None]).sum(-1)  # [c, kk] float32
+        if self.gathered.shape[0] < cand.numel():  # a fresh 19 MB tensor per slice would page-fault every time
+            self.gathered = torch.empty(cand.numel(), self.Wc.shape[1], device=self.Wc.device)
+        rows = torch.index_select(self.Wc, 0, cand.flatten(), out=self.gathered[: cand.numel()])
+        exact = torch.bmm(rows.view(*cand.shape, -1), x[:, :, None])[..., 0]  # [c, kk] float32
         vals, pos = exact.topk(k, -1)
         swap = (exact - lse[:, None]).exp().sum(-1) - (approx - lse[:, None]).exp().sum(-1)
         lse = lse + torch.log1p(swap)
