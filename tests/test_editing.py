@@ -28,17 +28,21 @@ FAST = {"context_template_length_params": ((3, 2),), "mom2_n_samples": 256, "mom
 FACT = {"prompt": "The capital of {} is", "subject": "France", "target_new": {"str": "Rome"}}
 
 
-def _tiny_with_tokenizer(family: str, tokenizer) -> Model:
-    """A 2-layer random model whose vocabulary matches ``tokenizer`` (so the editors can read prompts)."""
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+def _tiny_with_tokenizer(family: str, tokenizer, n_layers: int = 2) -> Model:
+    """A random model of ``n_layers`` whose vocabulary matches ``tokenizer`` (so the editors can read prompts)."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, LlamaConfig
 
     from locedit.arch import spec_for
 
     vocab = len(tokenizer)
     if family == "gpt2":
-        config = GPT2Config(vocab_size=vocab, n_layer=2, n_embd=32, n_head=4, n_positions=128)
+        config = GPT2Config(vocab_size=vocab, n_layer=n_layers, n_embd=32, n_head=4, n_positions=128)
+    elif family == "gemma3_text":
+        config = Gemma3TextConfig(vocab_size=vocab, num_hidden_layers=n_layers, hidden_size=32, num_attention_heads=4,
+                                  num_key_value_heads=1, head_dim=16, intermediate_size=48,
+                                  max_position_embeddings=128, sliding_window=4)  # fmt: skip
     else:
-        config = LlamaConfig(vocab_size=vocab, num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+        config = LlamaConfig(vocab_size=vocab, num_hidden_layers=n_layers, hidden_size=32, num_attention_heads=4,
                              num_key_value_heads=2, intermediate_size=48, max_position_embeddings=128)  # fmt: skip
     torch.manual_seed(0)
     hf = AutoModelForCausalLM.from_config(config).eval()
@@ -221,25 +225,30 @@ def test_key_statistics_cached(tiny_tok):
     assert torch.equal(again, c[1])
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])
 @pytest.mark.parametrize("hooked", ["mlp_down", "block"])
-def test_value_optimisation_prefix_cache_matches_whole_prompts(tiny_tok, hooked):
-    """The fast path (prefix key/value cache, suffix-only steps, logits only where read) gives the reference's
-    losses and v*; one request's subject is a single token at the very start of its KL prompt (an empty prefix)."""
+def test_value_optimisation_fast_path_matches_whole_prompts(smollm2, family, hooked):
+    """The fast path (prefix key/value cache, suffix-only steps from the hooked layer up, logits only where read)
+    gives the reference's losses and v*; one request's subject is a single token at the very start of its KL prompt
+    (an empty prefix). Gemma 3's sliding window (4) is shorter than the prompts, and its MLP output goes through a
+    norm before the residual stream."""
     from locedit.editing.common import as_request, context_templates
-    from locedit.editing.rome import optimise_value
+    from locedit.editing.rome import _layer_of, optimise_value
 
+    model = _tiny_with_tokenizer(family, smollm2.tokenizer, n_layers=3)
     hp = ROMEHyperParams(layer=1, **FAST)
     requests = [
         as_request(FACT),
         as_request({"prompt": "{} is the capital of", "subject": "Paris", "target_new": "Spain"}),
     ]
-    templates = context_templates(tiny_tok, hp.context_template_length_params)
-    spec = tiny_tok.spec
-    module = spec.part(tiny_tok.hf, "mlp_down", 1) if hooked == "mlp_down" else spec.block(tiny_tok.hf, 1)
+    templates = context_templates(model, hp.context_template_length_params)
+    spec = model.spec
+    module = spec.part(model.hf, "mlp_down", 1) if hooked == "mlp_down" else spec.block(model.hf, 1)
+    assert _layer_of(model, module) == 1
     runs = []
-    for prefix_cache in (True, False):
+    for fast in (True, False):
         log: list = []
-        v_init, v_star = optimise_value(tiny_tok, requests, module, templates, hp, log=log, prefix_cache=prefix_cache)
+        v_init, v_star = optimise_value(model, requests, module, templates, hp, log=log, fast=fast)
         runs.append((v_init, v_star, torch.tensor([step["loss"] for step in log])))
     (vi_a, vs_a, loss_a), (vi_b, vs_b, loss_b) = runs
     assert torch.allclose(vi_a, vi_b, atol=1e-5)

@@ -23,9 +23,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from locedit.arch import output_head
+from locedit.arch import LayerAdapter, layer_adapter, output_head
 from locedit.editing.common import (
     Request,
+    _StopForward,
     as_request,
     check_edit_layer,
     context_templates,
@@ -136,7 +137,7 @@ def optimise_value(
     hp,
     kl_prompts: tuple[str, ...] = ("{} is a",),
     log: list | None = None,
-    prefix_cache: bool = True,
+    fast: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ROME's ``compute_v`` / MEMIT's ``compute_z``, for several requests at once: the output of ``module`` at each
     subject's fact token that makes the model say its ``target_new``. Returns (v_init, v*), both [n, d_model];
@@ -147,11 +148,14 @@ def optimise_value(
     v_num_grad_steps, v_weight_decay, clamp_norm_factor, kl_factor, early_stop_loss and fact_token. The model's
     weights are not touched: a hook adds δ during the forward passes.
 
-    Speed (``prefix_cache=True``): δ enters at the fact token, so nothing before it depends on δ. The tokens before
-    each prompt's fact token run once, into a key/value cache (rows left-padded so the fact tokens line up); each
-    optimisation step runs only the tokens from the fact token on, and applies the output head (a [vocab, d_model]
-    product, the largest in a small model) only at the (row, position) pairs the loss reads. ``prefix_cache=False``
-    runs every step on whole prompts (the reference; same losses to ~1e-6).
+    Speed (``fast=True``): δ enters at the fact token in the decoder layer l that holds ``module``, so nothing before
+    that token, and nothing below layer l, depends on δ. The tokens before each prompt's fact token run once, into
+    a key/value cache (rows left-padded so the fact tokens line up); the tokens from the fact token on run once
+    through layers 0..l−1 (their residual stream entering layer l is kept); each optimisation step then runs only
+    those tokens through layers l..L−1 (through the family's :class:`~locedit.arch.LayerAdapter`; a family without
+    one runs them through every layer), and applies the output head (a [vocab, d_model] product, the largest in a
+    small model) only at the (row, position) pairs the loss reads. ``fast=False`` runs every step on whole prompts
+    through the whole model (the reference; same losses to ~1e-6).
     """
     tok = model.tokenizer
     n = len(requests)
@@ -174,7 +178,7 @@ def optimise_value(
             targets.append(None)
             owner.append(j)
             is_kl.append(True)
-    split = list(index) if prefix_cache else [0] * len(rows)
+    split = list(index) if fast else [0] * len(rows)
     prefix, suffix = _split_rows(model, rows, split)
     device = model.device
     col = torch.tensor([i - k for i, k in zip(index, split, strict=True)], device=device)  # δ's column per row
@@ -201,6 +205,11 @@ def optimise_value(
     if prefix is not None:
         with torch.no_grad():
             past = model.hf.base_model(**prefix, use_cache=True).cache
+    adapter = layer_adapter(model.spec) if fast else None
+    start, entering = 0, None  # the layer δ enters at; the suffix's residual stream entering it
+    if adapter is not None:
+        start = _layer_of(model, module)
+        entering = _stream_into(model, start, suffix, past)
 
     delta = torch.zeros(n, model.spec.d_model, device=device, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=hp.v_lr)
@@ -223,8 +232,12 @@ def optimise_value(
             for step in range(hp.v_num_grad_steps):
                 optimiser.zero_grad()
                 cache = copy.deepcopy(past) if past is not None else None
-                hidden = model.hf.base_model(**suffix, cache=cache, use_cache=cache is not None).last_hidden_state
-                logits = output_head(model.hf, model.spec, hidden[read_row, read_col])  # only where the loss reads
+                if entering is None:
+                    hidden = model.hf.base_model(**suffix, cache=cache, use_cache=cache is not None).last_hidden_state
+                    logits = output_head(model.hf, model.spec, hidden[read_row, read_col])  # only where read
+                else:
+                    hidden = _layers_from(model, adapter, start, entering, suffix, cache)
+                    logits = adapter.logits(model.hf, model.spec, hidden[read_row, read_col])
                 logprobs = logits.float().log_softmax(-1)  # [reads, vocab]
                 # KL on the next-token distribution at the fact token of the KL prompts
                 kl_logits = logprobs[read_kl]
@@ -262,6 +275,48 @@ def optimise_value(
         handle.remove()
     v_init = state["v_init"]
     return v_init, v_init + delta.detach().float()
+
+
+def _layer_of(model: Model, module: nn.Module) -> int:
+    """The index of the decoder layer that holds ``module`` (or is it)."""
+    for j, block in enumerate(model.spec.blocks(model.hf)):
+        if module is block or any(m is module for m in block.modules()):
+            return j
+    raise EditError("the module to optimise at is not inside a decoder layer of this model")
+
+
+@torch.no_grad()
+def _stream_into(model: Model, layer: int, inputs: dict[str, torch.Tensor], past) -> torch.Tensor:
+    """The residual stream entering decoder layer ``layer`` in the model's own forward pass over ``inputs``
+    (after the cached ``past``, left untouched): [batch, seq, d_model]. The layers from ``layer`` on are not run."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def stop(_module, args, kwargs):
+        seen["x"] = args[0] if args else kwargs["hidden_states"]
+        raise _StopForward
+
+    handle = model.spec.block(model.hf, layer).register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        cache = copy.deepcopy(past) if past is not None else None
+        model.hf.base_model(**inputs, cache=cache, use_cache=cache is not None)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    return seen["x"]
+
+
+def _layers_from(
+    model: Model, adapter: LayerAdapter, start: int, hidden: torch.Tensor, inputs: dict[str, torch.Tensor], cache
+) -> torch.Tensor:
+    """Decoder layers ``start``.. of ``inputs``' tokens from their residual stream ``hidden`` [batch, seq, d_model]
+    entering layer ``start`` (earlier positions' keys and values in ``cache``, updated in place); returns the last
+    layer's output, before the final norm."""
+    blocks = model.spec.blocks(model.hf)
+    kwargs = adapter.layer_kwargs(model.hf, hidden, inputs["attention_mask"], cache, inputs["position_ids"])
+    for j in range(start, model.spec.n_layers):
+        hidden = blocks[j](hidden, cache=cache, **kwargs[j])
+    return hidden
 
 
 def by_suffix_length(model: Model, requests: list[Request], fact_token: str) -> list[int]:
