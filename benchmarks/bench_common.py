@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -36,3 +37,24 @@ def write_result(path: str | Path, result: dict) -> None:
     text = json.dumps(result, indent=2)
     path.write_text(text)
     print(text)
+
+
+def layer_macs(spec) -> int:
+    """Multiply-accumulates of one decoder layer's weight matrices for one token (q, k, v, o and the MLP; the
+    attention scores themselves, a few thousand for a short prompt, are left out)."""
+    d, heads, kv, hd = spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim
+    attention = d * heads * hd * 2 + d * kv * hd * 2
+    return attention + (3 if spec.gated_mlp else 2) * d * spec.d_mlp
+
+
+def matmul_gflops(rows: int, inner: int, cols: int, dtype: torch.dtype, repeat: int = 5) -> float:
+    """Best GFLOP/s of one ``[rows, inner] @ [inner, cols]`` product in ``dtype`` here (a model-shaped floor)."""
+    a, b = torch.randn(rows, inner, dtype=dtype), torch.randn(inner, cols, dtype=dtype)
+    out = torch.empty(rows, cols, dtype=dtype)
+    torch.mm(a, b, out=out)  # warm
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * rows * inner * cols / min(times) / 1e9

@@ -26,9 +26,48 @@ import time
 from pathlib import Path
 
 import torch
-from bench_common import machine, write_result
+from bench_common import layer_macs, machine, matmul_gflops, write_result
 
 PROMPT, SUBJECT, TARGET = "The Eiffel Tower is located in the city of", "Eiffel Tower", "Paris"
+
+
+def trace_gflop(spec, tokens: int, first: int, kinds, window: int, samples: int) -> float:
+    """Matmul GFLOP the trace cannot avoid: every restored row runs the layers from its first restored one up, over
+    the positions from its own on (what the patching engine computes), plus the unembedding at the last position;
+    restorations before the subject (``first``) change nothing and are not run; the corrupted base run is included."""
+    n, per_token = spec.n_layers, layer_macs(spec)
+    token_layers = samples * tokens * n  # the corrupted base run
+    for kind in kinds:
+        for layer in range(n):
+            lowest = layer + 1 if kind == "hidden" else max(0, layer - window // 2)
+            token_layers += samples * (n - lowest) * sum(tokens - t for t in range(first, tokens))
+    rows = samples * len(kinds) * n * (tokens - first)
+    return 2 * (token_layers * per_token + rows * spec.d_model * spec.vocab_size) / 1e9
+
+
+def rome_gflop(model, fact, hp, steps: int) -> float:
+    """Matmul GFLOP of one ROME value optimisation as the library runs it, without padding: each step runs each
+    prompt's tokens from the fact token on through the layers from the edited one up and the unembedding at the
+    positions the loss reads; each step but the last also runs the backward pass down to the edited layer (input
+    gradients only: about the forward's cost)."""
+    from locedit.editing.common import as_request, context_templates, target_ids, token_index
+
+    spec, tok = model.spec, model.tokenizer
+    request = as_request(fact)
+    target = target_ids(model, request.target_new)
+    tokens, reads = 0, 0
+    for t in context_templates(model, hp.context_template_length_params, seed=hp.seed):
+        prompt = t.format(request.prompt)
+        row = len(tok(prompt.format(request.subject))["input_ids"]) + len(target) - 1
+        tokens += row - token_index(model, prompt, request.subject, hp.fact_token)
+        reads += len(target)
+    kl = "{} is a"
+    tokens += len(tok(kl.format(request.subject))["input_ids"]) - token_index(model, kl, request.subject, hp.fact_token)
+    reads += 1
+    n = spec.n_layers
+    forward = tokens * (n - hp.layer) * layer_macs(spec) + reads * spec.d_model * spec.vocab_size
+    backward = tokens * (n - 1 - hp.layer) * layer_macs(spec) + reads * spec.d_model * spec.vocab_size
+    return 2 * (steps * forward + (steps - 1) * backward) / 1e9
 
 
 def _median_time(fn, repeat: int) -> tuple[float, list[float], object]:
@@ -57,7 +96,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from locedit import load_model
     from locedit.data import load_facts
-    from locedit.editing import memit, rome, rome_each
+    from locedit.editing import ROMEHyperParams, memit, rome, rome_each
     from locedit.tracing import causal_trace
 
     model = load_model(args.model, device="cpu")
@@ -69,6 +108,13 @@ def main() -> None:
         "load_average_1min_start": round(os.getloadavg()[0], 2),
     }
     kinds = ("hidden", "mlp", "attn")
+    spec = model.spec
+    # this CPU's matmul speed at the model's MLP shapes, to turn the FLOPs a task cannot avoid into a time floor
+    peak = {
+        "float32": round(matmul_gflops(1024, spec.d_model, spec.d_mlp, torch.float32), 1),
+        "bfloat16": round(matmul_gflops(1024, spec.d_model, spec.d_mlp, torch.bfloat16), 1),
+    }
+    result["matmul_gflop_per_second"] = {**peak, "shape": f"[1024, {spec.d_model}] @ [{spec.d_model}, {spec.d_mlp}]"}
 
     if "trace" not in args.skip:
 
@@ -91,6 +137,13 @@ def main() -> None:
             "p_clean": round(tr.p_clean, 4),
             "p_corrupt": round(tr.p_corrupt, 4),
         }
+        gflop = trace_gflop(spec, len(tr.tokens), tr.subject_range[0], kinds, tr.window, args.samples)
+        result["trace"]["floor"] = {
+            "gflop": round(gflop, 1),
+            "float32_s": round(gflop / peak["float32"], 1),
+            "bfloat16_s": round(gflop / peak["bfloat16"], 1),
+            "float32_share_of_peak": round(gflop / peak["float32"] / median, 2),
+        }
         if args.reference:
             ref_median, ref_times, ref = _median_time(lambda: trace("full"), 1)
             diff = max(float((ref.scores[k] - tr.scores[k]).abs().max()) for k in kinds)
@@ -99,6 +152,7 @@ def main() -> None:
             bf_median, _, bf = _median_time(lambda: trace(dtype=torch.bfloat16), args.repeat)
             diff = max(float((bf.scores[k] - tr.scores[k]).abs().max()) for k in kinds)
             result["trace"].update(bfloat16_s=round(bf_median, 2), bfloat16_max_abs_diff_vs_float32=round(diff, 4))
+            result["trace"]["floor"]["bfloat16_share_of_peak"] = round(gflop / peak["bfloat16"] / bf_median, 2)
         print(json.dumps(result["trace"], indent=2), flush=True)
 
     facts = load_facts()
@@ -106,13 +160,22 @@ def main() -> None:
         start = time.perf_counter()
         rome(model, facts[0])  # warm-up: builds (or loads) the key statistics and the prefixes
         cold = time.perf_counter() - start
-        median, times, _ = _median_time(lambda: rome(model, facts[1]), args.repeat)
+        median, times, edit = _median_time(lambda: rome(model, facts[1]), args.repeat)
+        hp = ROMEHyperParams()
+        gflop = rome_gflop(model, facts[1], hp, len(edit.info["steps"]))
         result["rome"] = {
             "what": "rome(model, fact) with ROMEHyperParams() defaults, key statistics cached",
             "seconds_median": round(median, 2),
             "seconds": [round(t, 2) for t in times],
             "first_edit_seconds_including_statistics": round(cold, 2),
             "target_s": 5,
+            "floor": {
+                "what": "the value optimisation's matmuls alone at the float32 peak (keys and update not counted)",
+                "steps": len(edit.info["steps"]),
+                "gflop": round(gflop, 1),
+                "float32_s": round(gflop / peak["float32"], 1),
+                "float32_share_of_peak": round(gflop / peak["float32"] / median, 2),
+            },
         }
         if args.each:
             start = time.perf_counter()
