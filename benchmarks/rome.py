@@ -8,6 +8,11 @@
   already cached (a first, uncached edit is run as the warm-up). Target ≤ 5 s. Then the time per fact of
   ``rome_each`` over ``--each`` facts (how chapter 1 makes its 100 edits).
 - MEMIT: ``--memit`` edits at once over the default layer range, statistics cached. Report.
+- Floors: the matmul FLOPs the trace and one ROME value optimisation cannot avoid (counting only what the library
+  computes: layers from the first one a restoration or δ changes, positions from the first it changes, the
+  unembedding where read), divided by this CPU's matmul speed at the model's shapes, measured in the same run
+  (``matmul_gflop_per_second``). No implementation on this machine can beat the floor without skipping more
+  work; ``share_of_peak`` is floor / measured time.
 
 Usage::
 
