@@ -318,3 +318,29 @@ def test_run_until_records_what_the_full_forward_does(smollm2):
     with pytest.raises(IndexError, match="out of range"):
         run_until(smollm2, 99, **inputs)
     assert hooks() == before
+
+
+def test_prefixes_start_at_the_document_boundary(smollm2, monkeypatch):
+    """Every sampled prefix starts at <|endoftext|>; MEMIT's start words follow it, and count in the length as in
+    the released code (its max_out_len), while the boundary token does not."""
+    from locedit.editing.common import context_templates
+
+    tok = smollm2.tokenizer
+    boundary = tok.get_vocab()["<|endoftext|>"]
+    calls = []
+    generate = smollm2.hf.generate
+
+    def spy(**kwargs):
+        calls.append((kwargs["input_ids"][0].tolist(), kwargs["max_new_tokens"]))
+        return generate(**kwargs)
+
+    monkeypatch.setattr(smollm2.hf, "generate", spy)
+    words = context_templates(smollm2, ((6, 2),), starts=("The", "Because"), seed=4242)
+    bare = context_templates(smollm2, ((6, 1),), seed=4242)
+    the, because = (
+        tok("The", add_special_tokens=False)["input_ids"],
+        tok("Because", add_special_tokens=False)["input_ids"],
+    )
+    assert calls == [([boundary, *the], 6 - len(the)), ([boundary, *because], 6 - len(because)), ([boundary], 5)]
+    assert words[0] == "{}" and words[1].startswith("The") and words[2].startswith("Because")
+    assert all(t.endswith(". {}") for t in words[1:] + bare[1:])

@@ -148,36 +148,45 @@ def context_templates(
     """ROME's prefixes: ``"{}"`` plus, for each (length, count), ``count`` texts of ``length`` tokens sampled from
     the model (top-k), each followed by ``". {}"``.
 
-    ROME starts every sample at ``<|endoftext|>`` (``starts=None`` does that, or uses the tokenizer's BOS/EOS
-    token); MEMIT starts them at ``("The", "Therefore", "Because", "I", "You")``. Cached per model and settings.
+    Every sample starts at the document boundary: ``<|endoftext|>``, else the tokenizer's BOS, else its EOS token.
+    ROME starts there alone (``starts=None``); MEMIT's code starts at the words ``("The", "Therefore", "Because",
+    "I", "You")`` (``starts``), which here follow the boundary token. ``length`` counts the tokens of the start
+    and of the sampled text, as the code's ``max_out_len`` does (the boundary token before a start word is ours, and
+    not counted). The released code runs GPT-2 and GPT-J, for which a bare "The" opens a document; an
+    instruct model like SmolLM2 continues a bare "The" with junk ("The-the-future-of-the-internet"), and the same
+    word after ``<|endoftext|>`` with ordinary text ("The first thing I do is make sure everything I need"), which
+    is what the prefixes are for. Cached per model and settings.
     """
     key = (model.name, id(model.hf), tuple(map(tuple, length_params)), starts, top_k, seed)
     if key in _TEMPLATE_CACHE:
         return _TEMPLATE_CACHE[key]
     tok = model.tokenizer
+    special = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    boundary = tok.get_vocab().get("<|endoftext|>", special)
+    if boundary is None and starts is None:
+        raise EditError(
+            "the tokenizer has no <|endoftext|>, BOS or EOS token to start the prefixes from: pass "
+            "starts=('The', 'Therefore', ...) (MEMIT's choice) or set tokenizer.bos_token"
+        )
     templates = ["{}"]
+    opening = [] if starts is None or boundary is None else [boundary]  # not counted in ``length``
     for length, count in length_params:
         if starts is None:
-            vocab = tok.get_vocab()
-            first = vocab.get("<|endoftext|>", tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
-            if first is None:
-                raise EditError(
-                    "the tokenizer has no <|endoftext|>, BOS or EOS token to start the prefixes from: pass "
-                    "starts=('The', 'Therefore', ...) (MEMIT's choice) or set tokenizer.bos_token"
-                )
-            prompts = [[first]] * count
+            prompts = [[boundary]] * count
         else:
-            prompts = [tok(starts[i % len(starts)], add_special_tokens=False)["input_ids"] for i in range(count)]
+            words = [tok(starts[i % len(starts)], add_special_tokens=False)["input_ids"] for i in range(count)]
+            prompts = [opening + w for w in words]
         torch.manual_seed(seed + length)
         for ids in prompts:
             inputs = torch.tensor([ids], device=model.device)
+            new_tokens = max(1, length - (len(ids) - len(opening)))
             out = model.hf.generate(
                 input_ids=inputs,
                 attention_mask=torch.ones_like(inputs),
                 do_sample=True,
                 top_k=top_k,
-                max_new_tokens=max(1, length - (len(ids) if starts is None else 0)),
-                min_new_tokens=max(1, length - (len(ids) if starts is None else 0)),
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
                 pad_token_id=tok.pad_token_id,
             )
             text = tok.decode(out[0], skip_special_tokens=True).replace("{", "").replace("}", "")

@@ -59,6 +59,7 @@ class ROMEHyperParams:
     mom2_ridge: float = 0.0  # added to C's diagonal, as a fraction of its mean diagonal
     mom2_seq_len: int = 128  # length of the sampled sequences of the statistics corpus
     context_template_length_params: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
+    context_starts: tuple[str, ...] | None = None  # the code: None (prefixes sampled from <|endoftext|> alone)
     seed: int = 0
 
 
@@ -403,7 +404,7 @@ def rome_each(
     requests = [as_request(f) for f in facts]
     name, weight, transposed = edited_weight(model, hp.layer)
     started = time.perf_counter()
-    templates = context_templates(model, hp.context_template_length_params, seed=hp.seed)
+    templates = context_templates(model, hp.context_template_length_params, starts=hp.context_starts, seed=hp.seed)
     # Step 1: the keys k* (averaged over prefixes) and the directions u = C⁻¹k* / ‖C⁻¹k*‖.
     prompts = [t.format(r.prompt) for r in requests for t in templates]
     subjects = [r.subject for r in requests for _ in templates]
