@@ -377,6 +377,14 @@ with timed("prefixes"):
 print("some of the prefixes k* is averaged over:", [t.replace("{}", "…") for t in templates[1:4]])
 
 # %% [markdown]
+# These prefixes are sampled as the released code samples them, from the document boundary `<|endoftext|>` alone.
+# GPT-2 XL writes ordinary text from there; SmolLM2-Instruct often opens with punctuation or fragments ("-10.",
+# "-_20."), so many of our prefixes are not sentences. They still do their job — vary what comes before the
+# subject, so that $k_*$ describes the subject rather than one context — but if you want prose-like prefixes, pass
+# `ROMEHyperParams(context_starts=("The", "Therefore", "Because", "I", "You"))`: each sample then starts at the
+# boundary followed by one of MEMIT's start words, and you can compare the Table-4 scores below.
+
+# %% [markdown]
 # ### 3.2 One edit: the Eiffel Tower moves
 #
 # The showcase fact, rewritten to its counterfactual object. We look at the rewritten prompt, a paraphrase and a
@@ -457,7 +465,10 @@ results.metrics.update({"edit_layer": edit_layer, "sweep.best_layer": best_layer
 #   of two facts per batch of forward passes: the same edits as one at a time, faster on a CPU; the texts for GE and
 #   RS of all records are sampled in one batch, each row under its own edit).
 # * **MEMIT**: all `N_EVAL` edits at once, spread over the 4 layers ending at $l^*$ (GPT-J: layers 3–8 of 28), with
-#   the covariance weight λ = 15,000 of the released code.
+#   the covariance weight λ = 15,000 of the released code. Its value optimisation uses five prefixes of 10 tokens
+#   that start at the words "The", "Therefore", "Because", "I", "You", as in the code; we put the document
+#   boundary `<|endoftext|>` before each word, because this instruct model continues a bare "The" with junk
+#   ("The-the-future-of-the-internet") and the same word after the boundary with ordinary text.
 
 # %%
 eval_facts = balanced(facts, N_EVAL, seed=1)
