@@ -26,7 +26,6 @@ from torch import nn
 from locedit.arch import LayerAdapter, layer_adapter, output_head
 from locedit.editing.common import (
     Request,
-    _StopForward,
     as_request,
     check_edit_layer,
     context_templates,
@@ -289,22 +288,11 @@ def _layer_of(model: Model, module: nn.Module) -> int:
 @torch.no_grad()
 def _stream_into(model: Model, layer: int, inputs: dict[str, torch.Tensor], past) -> torch.Tensor:
     """The residual stream entering decoder layer ``layer`` in the model's own forward pass over ``inputs``
-    (after the cached ``past``, left untouched): [batch, seq, d_model]. The layers from ``layer`` on are not run."""
-    seen: dict[str, torch.Tensor] = {}
-
-    def stop(_module, args, kwargs):
-        seen["x"] = args[0] if args else kwargs["hidden_states"]
-        raise _StopForward
-
-    handle = model.spec.block(model.hf, layer).register_forward_pre_hook(stop, with_kwargs=True)
-    try:
-        cache = copy.deepcopy(past) if past is not None else None
-        model.hf.base_model(**inputs, cache=cache, use_cache=cache is not None)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    return seen["x"]
+    (after the cached ``past``, left untouched): [batch, seq, d_model]. The layers after ``layer`` are not run."""
+    cache = copy.deepcopy(past) if past is not None else None
+    with patch(model, record=[f"resid_pre.{layer}"]) as acts:
+        run_until(model, layer, **inputs, cache=cache, use_cache=cache is not None)
+    return acts[f"resid_pre.{layer}"]
 
 
 def _layers_from(
