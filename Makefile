@@ -23,7 +23,7 @@ test: setup
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
 	bash scripts/run_chapters.sh prepare && \
-	python -m pytest tests $(NOTEBOOKS) --nbval-lax -p no:cacheprovider; \
+	LOCEDIT_PROGRESS=0 python -m pytest tests $(NOTEBOOKS) --nbval-lax -p no:cacheprovider; \
 	status=$$?; echo "make test: $$(( $$(date +%s) - start )) s elapsed"; exit $$status
 
 ## make book: execute every chapter at full size (QUICK=True for a fast build) and build the site.

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 mode=${1:?usage: run_chapters.sh prepare|execute}
 mkdir -p executed
 export PLOTLY_RENDERER=plotly_mimetype+notebook
+export LOCEDIT_PROGRESS=${LOCEDIT_PROGRESS:-0}  # no progress bars in executed notebooks (locedit.progress)
 names=${CHAPTERS:-$(ls chapters/*.py | xargs -n1 basename | sed 's/\.py$//')}
 for name in $names; do
   jupytext --quiet --set-kernel python3 --to ipynb -o "executed/$name.ipynb" "chapters/$name.py"

@@ -1,0 +1,52 @@
+"""Progress bars for long work: one ``tqdm.auto`` bar per loop that can run longer than about 10 seconds.
+
+A bar is a widget in Jupyter and a line on stderr in a terminal. It appears only once its loop has run for
+``delay`` seconds (2 by default), so quick loops print nothing. One setting silences every bar: the environment
+variable ``LOCEDIT_PROGRESS=0`` (the book's build and ``make test`` set it, so executed notebooks hold no stale
+bars) or :func:`set_enabled` from code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+_ENABLED: bool | None = None  # None: follow the environment variable
+
+
+def enabled() -> bool:
+    """Whether bars are shown: :func:`set_enabled`'s choice, else ``LOCEDIT_PROGRESS`` (default on)."""
+    if _ENABLED is not None:
+        return _ENABLED
+    return os.environ.get("LOCEDIT_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def set_enabled(on: bool | None) -> None:
+    """Show (``True``) or hide (``False``) every bar; ``None`` returns to the environment variable."""
+    global _ENABLED
+    _ENABLED = on
+
+
+def progress(
+    iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it", delay: float = 2.0
+) -> Iterable[T]:
+    """``iterable`` with a bar labelled ``desc``, shown after ``delay`` seconds when bars are enabled."""
+    return tqdm(iterable, desc=desc, total=total, unit=unit, delay=delay, leave=False, disable=not enabled())
+
+
+def bar(desc: str, total: int, unit: str = "it", delay: float = 2.0) -> tqdm:
+    """A bar to advance by hand, for loops whose steps are not one iterable (a no-op bar when disabled).
+
+    Use::
+
+        with bar("facts", total=len(facts), unit="fact") as b:
+            for batch in batches:
+                ...
+                b.update(len(batch))
+    """
+    return tqdm(desc=desc, total=total, unit=unit, delay=delay, leave=False, disable=not enabled())
