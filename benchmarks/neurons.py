@@ -63,9 +63,10 @@ def peak_rss_mb() -> float:
 def matmul_floor(model, chunk: int, low: bool, repeat: int = 3) -> float:
     """GFLOP/s of the unembedding matmul alone (bf16 if ``low``) on one layer's rows in ``chunk``-row pieces (best
     of ``repeat``)."""
-    from locedit.neurons import _Bf16Readout, _Readout, neuron_weights
+    from locedit.lens import Bf16Readout, Readout
+    from locedit.neurons import neuron_weights
 
-    ro = (_Bf16Readout if low else _Readout)(model, norm=True)
+    ro = (Bf16Readout if low else Readout)(model, norm=True)
     rows = ro.f(neuron_weights(model, "up", 0).to(ro.W.dtype))
     matmul = ro.unembedder(chunk)
     gflop = 2 * rows.shape[0] * rows.shape[1] * ro.W.shape[0] / 1e9

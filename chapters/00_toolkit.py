@@ -44,7 +44,7 @@ from IPython.display import display
 
 from locedit import BUILTINS, Intervention, load_model, run_with
 from locedit.hooks import all_sites, patch
-from locedit.lens import decode, logit_lens
+from locedit.lens import decode, lens_logprobs, logit_lens
 from locedit.patching import Patch, activation_patching_grid, record, sweep
 from locedit.results import ChapterResults
 from locedit.viz import layer_curve, layer_token_heatmap, lens_heatmap, show_token
@@ -697,8 +697,8 @@ results.metrics.update(lens_paris_top1_layer=first_top1, lens_paris_top10_layer=
 lens_heatmap(
     model,
     clean,
+    lens,
     target=target,
-    logprobs=lens,
     title=f"Logit lens of {clean!r}: top token per cell, colour = p({target!r})",
 ).show()
 
@@ -715,11 +715,12 @@ lens_heatmap(
 # ## 6. Explore
 #
 # The explorer below runs the lens on any prompt (live kernel needed to change it; in the static book it shows
-# its initial prompt). Try a prompt where the model is wrong, one in another language, or an IOI sentence with the
-# target " Mary".
+# its initial prompt). The widget only draws: the lens itself is `lens_logprobs`, the logit lens above restricted to
+# the positions asked for (here the last one). Try a prompt where the model is wrong, one in another language, or an
+# IOI sentence with the target " Mary".
 
 # %%
-lens_explorer(model, prompt=clean, target=target)
+lens_explorer(model, lens_logprobs, prompt=clean, target=target)
 
 # %% [markdown]
 # ## What to try next

@@ -47,6 +47,8 @@ quick = False
 
 # %%
 
+from functools import partial
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -579,7 +581,14 @@ for name, row in ft_bounds.iterrows():
 # The edit is reverted after the comparison. (In the static book the widget shows its first trace only.)
 
 # %%
-rome_explorer(model, facts, hp, noise=noise)
+rome_explorer(  # the widget draws; the chapter hands it the methods (MLP windows only, 2 noise draws: interactive)
+    model,
+    facts,
+    trace=partial(causal_trace, kinds=("mlp",), noise=noise, samples=2),
+    edit=partial(rome, hparams=hp),
+    generate=partial(generate, max_length=40, seed=1),
+    prob=target_prob,
+)
 
 # %% [markdown]
 # ## 6. Scorecard

@@ -51,21 +51,12 @@ import torch
 from IPython.display import Markdown, display
 
 from locedit import load_model
-from locedit.neurons import (
-    clamp,
-    cohens_d,
-    compare_checkpoints,
-    decode_neurons,
-    decode_rows,
-    generate_settings,
-    group_prob_settings,
-    neuron_browser,
-    record_sample,
-    search_neurons,
-    specialisation_figure,
-    token_group,
-)
+from locedit.activations import cohens_d, record_sample
+from locedit.clamping import clamp, generate_settings, group_prob_settings
+from locedit.neurons import compare_checkpoints, decode_neurons, decode_rows, search_neurons, token_group
 from locedit.results import ChapterResults, Claim, verdict
+from locedit.viz import specialisation_figure
+from locedit.widgets import neuron_browser
 
 results = ChapterResults("02_neuron_decoding", model_name, quick)
 timings, timed = results.timings, results.timed  # `with timed("step"):` records seconds into the results file
@@ -416,8 +407,8 @@ results.metrics.update(
 # exactly the quantity the decoded row computes (clamping the post-gate product `mlp_act` would also remove the
 # gate's say; it is the alternative site). We sweep $c$ over multiples of the neuron's largest $u_i$ seen on our
 # sentences and measure (a) the probability mass of the dog group as the next token after neutral prompts and
-# (b) the greedy reply to *"What is your favourite animal?"* through the chat template. Clamps live inside
-# `locedit.hooks.patch` and are removed when the block exits; every setting runs as its own batch row.
+# (b) the greedy reply to *"What is your favourite animal?"* through the chat template. Clamps (`locedit.clamping`)
+# live inside `locedit.hooks.patch` and are removed when the block exits; every setting runs as its own batch row.
 
 # %%
 dog_neuron = candidates["dog"][int(np.argmax(validation.query("concept == 'dog'")["Cohen's d"].to_numpy()))]

@@ -1,13 +1,19 @@
-"""locedit.lens: the logit lens reproduces the model's own output at the top layer; decode and ranks are exact."""
+"""locedit.lens: the logit lens reproduces the model's own output at the top layer; decode and ranks are exact; the
+read-out ``f`` is the stated formula and the chunked top-k is exact."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from conftest import TINY_FAMILIES, tiny_inputs, tiny_model
 from locedit.hooks import run_with
-from locedit.lens import decode, logit_lens, token_ranks, top_tokens
+from locedit.lens import block_topk, decode, lens_logprobs, logit_lens, readout, token_ranks, top_tokens
+from locedit.neurons import neuron_weights
+from word_model import PROMPT as WORD_PROMPT
+from word_model import tiny_word_llama
 
 PROMPT = "The Eiffel Tower is located in the city of"
 
@@ -123,3 +129,53 @@ def test_token_ranks():
     order = logits.argsort(-1, descending=True)
     expected = (order[..., :, None] == ids).float().argmax(-2)
     assert torch.equal(ranks, expected)
+
+
+def test_lens_logprobs_matches_logit_lens():
+    tiny_llama = tiny_word_llama()
+    full = logit_lens(tiny_llama, WORD_PROMPT)
+    part = lens_logprobs(tiny_llama, WORD_PROMPT, positions=[0, -1])
+    assert part.shape == (3, 2, 64)
+    torch.testing.assert_close(part, full[:, [0, -1]])
+
+
+def test_rmsnorm_readout_is_gain_times_unit_rms():
+    """For RMSNorm, f(w) = g ⊙ w·√d/‖w‖ — the formula the chapter states."""
+    model = tiny_model("llama")
+    w = neuron_weights(model, "up", 0)[:3]
+    g = model.spec.part(model.hf, "final_norm").weight
+    expected = g * w * math.sqrt(model.spec.d_model) / w.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+        torch.testing.assert_close(readout(model, True)(w), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_layernorm_readout_centres_and_drops_bias():
+    model = tiny_model("gpt2")
+    final = model.spec.part(model.hf, "final_norm")
+    with torch.no_grad():
+        final.bias.normal_()
+        final.weight.uniform_(0.5, 1.5)
+    w = neuron_weights(model, "up", 0)[:3]
+    c = w - w.mean(-1, keepdim=True)
+    expected = final.weight * c / c.std(-1, correction=0, keepdim=True)
+    with torch.no_grad():
+        torch.testing.assert_close(readout(model, True)(w), expected, rtol=1e-3, atol=1e-4)
+
+
+def test_readout_without_norm_is_the_identity():
+    x = torch.randn(3, 8)
+    assert readout(tiny_model("llama"), False)(x) is x
+
+
+@pytest.mark.parametrize("block", [1, 7, 128])
+def test_block_topk_is_topk(block):
+    """Exact against ``torch.topk`` (values; ids up to exact ties, which random floats do not have), with a tail of
+    V mod block columns, and when there are too few blocks to skip any."""
+    z = torch.randn(37, 1000, generator=torch.Generator().manual_seed(0))
+    for k in (1, 5, 16):
+        vals, ids = block_topk(z, k, block=block)
+        ref_vals, ref_ids = z.topk(k, -1)
+        torch.testing.assert_close(vals, ref_vals, rtol=0, atol=0)
+        assert torch.equal(ids, ref_ids)
+    z[:, -3:] = 100.0  # the tail beyond the last whole block is always searched
+    assert set(block_topk(z, 3, block=block)[1][0].tolist()) == {997, 998, 999}

@@ -1,4 +1,4 @@
-"""locedit.neurons: decoding every neuron, searching, activations and clamps — checked against brute force."""
+"""locedit.neurons: decoding every neuron and searching by token — checked against brute force."""
 
 from __future__ import annotations
 
@@ -8,24 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_FAMILIES, tiny_inputs, tiny_model
-from locedit.hooks import Intervention, patch
+from conftest import TINY_FAMILIES, tiny_model
+from locedit.lens import Bf16Readout
 from locedit.neurons import (
     NoGateError,
     check_neuron,
-    clamp,
-    cohens_d,
+    checked_neurons,
     compare_checkpoints,
     concept_scores,
     decode_neurons,
     decode_rows,
-    generate,
-    generate_settings,
-    group_prob,
-    group_prob_settings,
-    neuron_activations,
     neuron_weights,
-    record_sample,
     search_neurons,
     token_group,
     token_ids,
@@ -102,6 +95,10 @@ def test_bad_kind_and_indices(tiny):
         decode_neurons(tiny, layers=[tiny.spec.n_layers], cache=False)
     with pytest.raises(IndexError):
         decode_rows(tiny, [(0, -1)])
+    assert checked_neurons(tiny, [(np.int64(1), np.int64(2))]) == [(1, 2)]  # plain ints, checked
+    assert type(checked_neurons(tiny, [(np.int64(1), np.int64(2))])[0][0]) is int
+    with pytest.raises(IndexError):
+        checked_neurons(tiny, [(0, tiny.spec.d_mlp)])
 
 
 # --- decoding: chunked top-k equals brute force -------------------------------------------------------------------
@@ -127,33 +124,6 @@ def test_decode_float64_matches_brute_force():
     z = _brute(model, "up", True)
     assert torch.equal(dec.top_ids.long(), z.topk(5, dim=-1).indices)
     torch.testing.assert_close(dec.top_probs, z.softmax(-1).topk(5, dim=-1).values.float(), rtol=1e-5, atol=1e-7)
-
-
-def test_rmsnorm_readout_is_gain_times_unit_rms():
-    """For RMSNorm, f(w) = g ⊙ w·√d/‖w‖ — the formula the chapter states."""
-    model = tiny_model("llama")
-    from locedit.neurons import _readout
-
-    w = neuron_weights(model, "up", 0)[:3]
-    g = model.spec.part(model.hf, "final_norm").weight
-    expected = g * w * math.sqrt(model.spec.d_model) / w.norm(dim=-1, keepdim=True)
-    with torch.no_grad():
-        torch.testing.assert_close(_readout(model, True)(w), expected, rtol=1e-4, atol=1e-5)
-
-
-def test_layernorm_readout_centres_and_drops_bias():
-    model = tiny_model("gpt2")
-    final = model.spec.part(model.hf, "final_norm")
-    with torch.no_grad():
-        final.bias.normal_()
-        final.weight.uniform_(0.5, 1.5)
-    from locedit.neurons import _readout
-
-    w = neuron_weights(model, "up", 0)[:3]
-    c = w - w.mean(-1, keepdim=True)
-    expected = final.weight * c / c.std(-1, correction=0, keepdim=True)
-    with torch.no_grad():
-        torch.testing.assert_close(_readout(model, True)(w), expected, rtol=1e-3, atol=1e-4)
 
 
 def test_sample_find_table_agreement():
@@ -183,6 +153,10 @@ def test_sample_find_table_agreement():
     assert full.top(1, 5)[2][0] == str(token)
     sub = full.subset(ids)
     assert torch.equal(sub.top_ids, part.top_ids) and sub.agreement(part)[0] == 1.0
+    # score: a neuron's z1, found by neuron id in a sampled decoding too
+    assert full.score(1, 5) == float(full.z1[1, 5])
+    last = int(ids[-1])
+    assert part.score(1, last) == pytest.approx(full.score(1, last), rel=1e-6)
     with pytest.raises(IndexError):
         part.top(0, int(np.setdiff1d(np.arange(model.spec.d_mlp), ids.numpy())[0]))
 
@@ -217,32 +191,6 @@ def test_concept_scores_and_search_match_brute_force(tiny):
     assert set(both) == {"a", "b"} and both["a"].best_rank.iloc[0] == int(ranks.min())
 
 
-# --- activations, clamps ----------------------------------------------------------------------------------------
-
-
-def test_clamp_sets_value_and_is_removed(tiny):
-    inputs = tiny_inputs()
-    with torch.no_grad():
-        before = tiny.hf(**inputs).logits
-    with torch.no_grad(), patch(tiny, clamp([(1, 3)], 7.5), record=["mlp_up.1"]) as rec:
-        clamped = tiny.hf(**inputs).logits
-    assert torch.all(rec["mlp_up.1"][..., 3] == 7.5)
-    assert not torch.allclose(clamped, before)
-    with torch.no_grad():
-        torch.testing.assert_close(tiny.hf(**inputs).logits, before, rtol=0, atol=0)
-    with pytest.raises(RuntimeError), torch.no_grad(), patch(tiny, clamp([(0, 1)], 100.0)):
-        raise RuntimeError("boom")
-    with torch.no_grad():
-        torch.testing.assert_close(tiny.hf(**inputs).logits, before, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="one value per neuron"):
-        clamp([(0, 1), (0, 2)], [1.0])
-
-
-def test_cohens_d():
-    assert cohens_d([1, 2, 3], [1, 2, 3]) == 0
-    assert cohens_d([2, 3, 4], [0, 1, 2]) == pytest.approx(2.0)
-
-
 # --- on SmolLM2 ---------------------------------------------------------------------------------------------------
 
 
@@ -256,20 +204,6 @@ def test_tokens_multi_token_words_warn(smollm2):
     group = token_group(smollm2, ["dog", "dogs"])
     words = [smollm2.tokenizer.decode([i]) for i in group]
     assert " dog" in words and " Dog" in words and " dogs" in words
-
-
-def test_smollm2_animal_neuron_and_activations(smollm2):
-    row = decode_rows(smollm2, [(0, 350)], k=5).iloc[0]
-    assert "cat" in [t.strip().lower() for t in row.top_tokens.split(" | ")]  # the measured layer-0 animal neuron
-    texts = ["My cat sleeps on the sofa.", "The stock market fell today."]
-    acts = neuron_activations(smollm2, texts, [(0, 350)])
-    assert acts.shape == (2, 1) and acts[0, 0] > acts[1, 0]
-    sample = record_sample(smollm2, texts)
-    assert sample.max_activation(0, 350) == pytest.approx(float(acts.max()), rel=1e-2)
-    per_text = sample.per_text()
-    assert per_text.shape == (2, smollm2.spec.n_layers, smollm2.spec.d_mlp)
-    np.testing.assert_allclose(per_text[:, 0, 350].numpy(), acts[:, 0], rtol=1e-2)
-    assert sample.top_examples(0, 350, n=1).token.iloc[0].strip() == "cat"
 
 
 def test_smollm2_fast_decode_matches_plain_reference(smollm2):
@@ -324,9 +258,7 @@ def test_smollm2_bf16_decode_matches_exact(smollm2):
 
 def test_bf16_rows_redone_in_float32_equal_the_exact_decode(smollm2, monkeypatch):
     """With an infinite safety margin every row is redone in float32: the result is the exact decode's."""
-    from locedit.neurons import _Bf16Readout
-
-    monkeypatch.setattr(_Bf16Readout, "SAFETY", math.inf)
+    monkeypatch.setattr(Bf16Readout, "SAFETY", math.inf)
     args = dict(k=5, layers=[3], sample=40, cache=False)
     fast = decode_neurons(smollm2, **args, dtype=torch.bfloat16)
     exact = decode_neurons(smollm2, **args, dtype=None)
@@ -342,7 +274,7 @@ def test_bf16_decode_tiny_vocab_and_dtype_choices(monkeypatch):
     from locedit import neurons
 
     model = tiny_model("llama")
-    monkeypatch.setattr(neurons._Bf16Readout, "EXTRA", 10**6)
+    monkeypatch.setattr(Bf16Readout, "EXTRA", 10**6)
     fast = decode_neurons(model, k=5, cache=False, dtype=torch.bfloat16)
     exact = decode_neurons(model, k=5, cache=False, dtype=None)
     assert fast.redone == 0 and torch.equal(fast.top_ids, exact.top_ids)
@@ -355,32 +287,6 @@ def test_bf16_decode_tiny_vocab_and_dtype_choices(monkeypatch):
     capped = tiny_model("gemma3_text")
     capped.hf.config.final_logit_softcapping = 5.0
     assert decode_neurons(capped, k=5, cache=False, dtype=torch.bfloat16).dtype == "exact"
-
-
-@pytest.fixture
-def one_thread():
-    """Short generations are overhead-bound: one thread is as fast, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_smollm2_clamp_generation_and_group_prob(smollm2, one_thread):
-    question = "What is your favourite animal?"
-    settings = [[], clamp([(0, 350)], 60.0)]
-    base, clamped = generate_settings(smollm2, question, settings, max_new_tokens=3)  # row r under setting r only
-    assert base != clamped
-    assert generate(smollm2, question, settings[1], max_new_tokens=3) == clamped  # batched = one at a time
-    ids = token_group(smollm2, ["cat", "cats"])
-    p0 = group_prob(smollm2, ["I have a pet"], ids)
-    p1 = group_prob(smollm2, ["I have a pet"], ids, clamp([(0, 350)], 20.0))
-    assert p0.shape == (1,) and p1[0] != p0[0]
-    probs = group_prob_settings(smollm2, ["I have a pet", "Look at that"], ids, [[], clamp([(0, 350)], 20.0)])
-    assert probs.shape == (2, 2)
-    np.testing.assert_allclose(probs[:, 0], [p0[0], p1[0]], rtol=1e-3)
-    with pytest.raises(IndexError):
-        generate(smollm2, "hi", [Intervention("mlp_up.0", "replace", 1.0, index=[smollm2.spec.d_mlp])])
 
 
 def test_compare_checkpoints(monkeypatch, tmp_path):

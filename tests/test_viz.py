@@ -1,4 +1,4 @@
-"""Figures (locedit.viz) and explorers (locedit.widgets): they build, with the expected shapes, axes and content."""
+"""Figures (locedit.viz): they build from the numbers they are given, with the expected shapes, axes and content."""
 
 from __future__ import annotations
 
@@ -11,38 +11,22 @@ import numpy as np
 import pytest
 import torch
 
-from locedit.arch import spec_for
-from locedit.lens import logit_lens
+from locedit.lens import lens_logprobs, logit_lens
 from locedit.models import Model
-from locedit.viz import layer_curve, layer_token_heatmap, lens_heatmap, lens_logprobs, position_labels, show_token
-from locedit.widgets import lens_explorer, lens_table_html
-
-WORDS = ["The", "Eiffel", "Tower", "is", "in", "Paris", "Rome", "city", "of", "the", "a", "to"]
+from locedit.viz import (
+    layer_curve,
+    layer_token_heatmap,
+    lens_heatmap,
+    position_labels,
+    show_token,
+    specialisation_figure,
+)
+from word_model import PROMPT, tiny_word_llama
 
 
 @pytest.fixture(scope="module")
 def tiny_llama() -> Model:
-    """A 3-layer random Llama with a word-level tokenizer (no download, builds in well under a second)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
-    vocab.update({f"w{i}": i for i in range(len(vocab), 64)})
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", pad_token="</s>", bos_token="<s>", eos_token="</s>"
-    )
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    hf = LlamaForCausalLM(config).eval()
-    return Model(hf=hf, tokenizer=tokenizer, spec=spec_for(hf), name="tiny-llama")
-
-
-PROMPT = "The Eiffel Tower is in the city of"
+    return tiny_word_llama()
 
 
 def test_show_token_and_labels():
@@ -99,29 +83,20 @@ def test_layer_token_heatmap_plain_labels_and_errors():
         layer_token_heatmap(np.zeros((2, 1)), ["a"], layers_on="z")
 
 
-def test_lens_logprobs_matches_logit_lens(tiny_llama):
-    full = logit_lens(tiny_llama, PROMPT)
-    part = lens_logprobs(tiny_llama, PROMPT, positions=[0, -1])
-    assert part.shape == (3, 2, 64)
-    torch.testing.assert_close(part, full[:, [0, -1]])
-
-
 def test_lens_heatmap_tiny(tiny_llama):
     n_layers, seq = tiny_llama.spec.n_layers, len(tiny_llama.str_tokens(PROMPT))
-    fig = lens_heatmap(tiny_llama, PROMPT)
+    lens = logit_lens(tiny_llama, PROMPT)
+    fig = lens_heatmap(tiny_llama, PROMPT, lens)
     (trace,) = fig.data
     assert np.asarray(trace.z).shape == (n_layers, seq)
     assert np.asarray(trace.text).shape == (n_layers, seq)
     assert ((np.asarray(trace.z) > 0) & (np.asarray(trace.z) <= 1)).all()  # top-1 probabilities
-    lens = logit_lens(tiny_llama, PROMPT)
     top = tiny_llama.tokenizer.decode([int(lens[1, 2].argmax())])
     assert trace.text[1][2] == show_token(top)[:8]
     assert trace.zmin == 0 and trace.zmax == 1
 
     # a target colours by its probability; precomputed logprobs and a subset of positions/layers give the same cells
-    by_target = lens_heatmap(
-        tiny_llama, PROMPT, target="Paris", logprobs=lens, positions=slice(-3, None), layers=[0, 2]
-    )
+    by_target = lens_heatmap(tiny_llama, PROMPT, lens, target="Paris", positions=slice(-3, None), layers=[0, 2])
     (t2,) = by_target.data
     assert np.asarray(t2.z).shape == (2, 3)
     pid = tiny_llama.token_id("Paris")
@@ -135,7 +110,8 @@ def test_lens_heatmap_tiny(tiny_llama):
 
 
 def test_lens_heatmap_smollm2_reads_paris(smollm2):
-    fig = lens_heatmap(smollm2, "The Eiffel Tower is located in the city of", target=" Paris", positions=[-1])
+    prompt = "The Eiffel Tower is located in the city of"
+    fig = lens_heatmap(smollm2, prompt, lens_logprobs(smollm2, prompt, [-1]), target=" Paris", positions=[-1])
     (trace,) = fig.data
     assert np.asarray(trace.z).shape == (smollm2.spec.n_layers, 1)
     assert trace.text[-1][0] == "␣Paris"  # the top layer's lens is the model's own answer
@@ -154,58 +130,32 @@ def test_layer_curve():
     plt.close(ax.figure)
 
 
-def test_lens_table_html(tiny_llama):
-    html = lens_table_html(tiny_llama, PROMPT, k=3, target="Paris")
-    assert html.count("<tr>") == 1 + tiny_llama.spec.n_layers  # header + one row per layer
-    assert "top 3" in html and "p(Paris)" in html and "rank" in html
+def test_lens_heatmap_takes_the_shown_positions_only(tiny_llama):
+    """Log-probabilities of the shown positions alone draw the same cells as the whole prompt's; a wrong shape is
+    refused with the shapes it takes."""
+    full = lens_heatmap(tiny_llama, PROMPT, logit_lens(tiny_llama, PROMPT), target="Paris", positions=[1, -1])
+    part = lens_heatmap(
+        tiny_llama, PROMPT, lens_logprobs(tiny_llama, PROMPT, [1, -1]), target="Paris", positions=[1, -1]
+    )
+    np.testing.assert_allclose(np.asarray(part.data[0].z), np.asarray(full.data[0].z), rtol=1e-5)
+    assert [list(r) for r in part.data[0].text] == [list(r) for r in full.data[0].text]
+    with pytest.raises(ValueError, match="logprobs must be"):
+        lens_heatmap(tiny_llama, PROMPT, lens_logprobs(tiny_llama, PROMPT, [0, 1, 2]), positions=[-1])
 
 
-def test_lens_explorer_renders_without_a_kernel(tiny_llama):
-    box = lens_explorer(tiny_llama, prompt=PROMPT, target="Paris")
-    controls, out = box.children
-    prompt_box, target_box, button = controls.children
-    assert prompt_box.value == PROMPT and target_box.value == "Paris"
-    (first,) = out.outputs  # rendered at build time: a static page shows it
-    assert first["output_type"] == "display_data" and "<table" in first["data"]["text/html"]
+def test_specialisation_figure():
+    """One bar pair per decoding, the first visible, a dropdown button per decoding."""
+    from conftest import tiny_model
+    from locedit.neurons import decode_neurons
 
-    prompt_box.value = "The city of"  # Enter / new value re-renders
-    (second,) = out.outputs
-    assert "␣city" in second["data"]["text/html"] or "city" in second["data"]["text/html"]
-    assert second["data"]["text/html"] != first["data"]["text/html"]
-
-    target_box.value = "not-a-word-in-vocab two"
-    button.click()  # a bad target reports an error in the Output instead of raising
-    (third,) = out.outputs
-    assert "token" in third["data"]["text/html"]
-
-
-def test_lens_explorer_smollm2(smollm2):
-    box = lens_explorer(smollm2)
-    html = box.children[1].outputs[0]["data"]["text/html"]
-    assert "␣Paris" in html and html.count("<tr>") == 1 + smollm2.spec.n_layers
-
-
-def test_rome_explorer_traces_edits_and_reverts(tiny_llama):
-    from locedit.editing import ROMEHyperParams
-    from locedit.widgets import rome_explorer
-
-    fact = {
-        "requested_rewrite": {"prompt": "The {} is in the city of", "subject": "Eiffel Tower",
-                              "target_true": {"str": "Paris"}, "target_new": {"str": "Rome"}}
-    }  # fmt: skip
-    hp = ROMEHyperParams(layer=1, context_template_length_params=((3, 1),), mom2_n_samples=256, mom2_seq_len=16,
-                         v_num_grad_steps=3)  # fmt: skip
-    weights = {n: p.detach().clone() for n, p in tiny_llama.hf.named_parameters()}
-    box = rome_explorer(tiny_llama, [fact], hp, noise=0.5, samples=1)
-    picker, texts, buttons, out = box.children
-    prompt_box, subject_box, new_box = texts.children
-    assert prompt_box.value == "The Eiffel Tower is in the city of" and new_box.value == "Rome"
-    assert len(out.outputs) == 2  # the first trace is rendered at build time: a caption and the heat map
-    assert "application/vnd.plotly.v1+json" in out.outputs[1]["data"]
-    buttons.children[1].click()  # Edit with ROME
-    (result,) = out.outputs
-    assert "→" in result["data"]["text/html"] and "<table" in result["data"]["text/html"]
-    assert all(torch.equal(p, weights[n]) for n, p in tiny_llama.hf.named_parameters())  # reverted
-    subject_box.value = "Big Ben"
-    buttons.children[0].click()  # Trace a subject that is not in the prompt: a clear message, no exception
-    assert "not in the prompt" in out.outputs[0]["data"]["text/html"]
+    model = tiny_model("llama")
+    decs = [decode_neurons(model, kind, k=3, cache=False, dtype=None) for kind in ("up", "down")]
+    fig = specialisation_figure(decs, threshold=0.2)
+    assert len(fig.data) == 4
+    assert [t.visible for t in fig.data] == [True, True, False, False]
+    by = decs[1].by_layer(0.2)
+    np.testing.assert_allclose(np.asarray(fig.data[2].y), by.median_z1.to_numpy())
+    np.testing.assert_allclose(np.asarray(fig.data[3].y), by["share_p1>0.2"].to_numpy())
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == [d.variant for d in decs]
+    assert buttons[1].args[0]["visible"] == [False, False, True, True]

@@ -1,4 +1,4 @@
-"""Decode every MLP neuron through the unembedding, search neurons by token, check them by activation, clamp them.
+"""Decode every MLP neuron through the unembedding and search neurons by token.
 
 Davies (2025, *Flash Interpretability*) reads each row ``w_i`` of an MLP's up-projection as a direction in the same
 space the LM head reads, and decodes it like a final residual-stream state:
@@ -26,31 +26,29 @@ under ``$LOCEDIT_CACHE/neurons`` keyed by a hash of the weights and the argument
 the top-``k``, :func:`search_neurons` scores every neuron on a group of tokens (a handful of logits per neuron) and
 decodes the best candidates exactly.
 
+The read-out ``f`` and the chunked top-``k`` decode live in :mod:`locedit.lens` (:func:`~locedit.lens.readout`,
+:class:`~locedit.lens.Readout`, :class:`~locedit.lens.Bf16Readout`): they decode any vectors, neurons among them.
+What the neurons do on text is in :mod:`locedit.activations`; clamping them, in :mod:`locedit.clamping`.
+
 Bad input: a word of several tokens is searched by its first token with a warning (:func:`token_ids`); a neuron or
 layer out of range raises ``IndexError``; ``kind="gate"`` on an ungated family raises :class:`NoGateError`.
-
-Sites: clamping uses ``mlp_up`` (the up-projection's output, before the product with the gate), as Davies does,
-because that is the activation the decoded row ``w_i`` computes: ``up_i(x) = w_i · x``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import html
-import math
 import os
 import time
 import warnings
-import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from locedit.hooks import Intervention, Site, patch
+from locedit.lens import Bf16Readout, Readout
 from locedit.models import Model, cache_dir, native_bf16
 
 KINDS: dict[str, str] = {"up": "mlp_up", "gate": "mlp_gate", "down": "mlp_down"}
@@ -73,7 +71,7 @@ def check_neuron(model: Model, layer: int, neuron: int) -> None:
         raise IndexError(f"neuron {neuron!r} out of range: layer {layer} has neurons 0..{model.spec.d_mlp - 1}")
 
 
-def _neurons(model: Model, neurons: Iterable[Neuron]) -> list[tuple[int, int]]:
+def checked_neurons(model: Model, neurons: Iterable[Neuron]) -> list[tuple[int, int]]:
     """Checked (layer, neuron) pairs as plain ints."""
     out = []
     for layer, neuron in neurons:
@@ -102,22 +100,6 @@ def neuron_weights(model: Model, kind: str, layer: int) -> torch.Tensor:
     if (kind == "down") != transposed:
         weight = weight.T
     return weight
-
-
-def _readout(model: Model, norm: bool):
-    """``f``: rows [n, d_model] → the vectors the unembedding reads (see the module docstring)."""
-    if not norm:
-        return lambda x: x
-    final_norm = model.spec.part(model.hf, "final_norm")
-    bias = getattr(final_norm, "bias", None)
-    d = model.spec.d_model
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        unit = x * (math.sqrt(d) / x.norm(dim=-1, keepdim=True).clamp_min(1e-12))  # RMS 1
-        out = final_norm(unit)
-        return out - bias if bias is not None else out
-
-    return f
 
 
 # --- token groups -------------------------------------------------------------------------------------------------
@@ -223,6 +205,10 @@ class NeuronDecoding:
         ids = self.top_ids[pos, n, :k].tolist()
         return list(zip(self._str(ids), self.top_probs[pos, n, :k].tolist(), strict=True))
 
+    def score(self, layer: int, neuron: int) -> float:
+        """A neuron's specialisation score ``z1`` (in a sampled decoding too: found by neuron id)."""
+        return float(self.z1[self._layer_pos(layer), self._neuron_pos(neuron)])
+
     def table(self, k: int = 5) -> pd.DataFrame:
         """One row per neuron: layer, neuron, top-1 token and probability, ``z1``, the top-``k`` tokens joined."""
         n_layers, d_mlp, _ = self.top_ids.shape
@@ -327,166 +313,6 @@ def _hash_key(model: Model, kind: str, layers: list[int], args: tuple) -> str:
     return digest.hexdigest()[:24]
 
 
-# The last unembedding's (mean row, second-moment matrix), keyed by a weak reference to the parameter itself and its
-# version counter: a data pointer alone can be reused by another model's tensor once the first is freed.
-_MOMENTS: dict = {}
-
-
-class _Readout:
-    """The unembedding and the statistics a decode needs, built once per call."""
-
-    def __init__(self, model: Model, norm: bool):
-        hf = model.hf
-        self.param = model.spec.unembedding(hf)
-        self.W = self.param.detach()  # [V, d]
-        self.f = _readout(model, norm)
-        self.cap = getattr(hf.config, "final_logit_softcapping", None) if norm else None
-
-    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # mean and second moment of a logit over the vocabulary are quadratic forms in x: no [n, V] pass for z1
-        ref = _MOMENTS.get("ref")
-        if ref is None or ref() is not self.param or _MOMENTS["version"] != self.param._version:
-            Wf = self.W.float()
-            value = (Wf.mean(0), (Wf.T @ Wf) / Wf.shape[0])
-            _MOMENTS.update(ref=weakref.ref(self.param), version=self.param._version, value=value)
-        return _MOMENTS["value"]
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.mm(x, self.W.T)  # [c, V]; mm reads the transposed view without a copy
-        if self.cap:
-            z = torch.tanh(z / self.cap) * self.cap
-        return z.float()
-
-    def moments(self, x: torch.Tensor, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and standard deviation over the vocabulary of each row's logits."""
-        if self.cap or (z is not None and z.shape[0] < 512):  # soft-capped logits are not linear in x
-            z = self.logits(x) if z is None else z
-            return z.mean(-1), z.std(-1, correction=0)
-        w_mean, w_cov = self._stats()
-        xf = x.float()
-        mean = xf @ w_mean
-        return mean, ((xf @ w_cov * xf).sum(-1) - mean**2).clamp_min(1e-12).sqrt()
-
-    def unembedder(self, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``x ↦ x @ W_Uᵀ`` ([c, d] → [c, V], c ≤ ``rows``, W_U's dtype), written into one [rows, V] buffer reused
-        for every chunk (no fresh 100 MB result, and its page faults, per chunk). The result is only valid until
-        the next call."""
-        out = torch.empty(rows, self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
-        return lambda x: torch.mm(x, self.W.T, out=out[: x.shape[0]])
-
-    def decode(
-        self, x: torch.Tensor, k: int, unembed: Callable[[torch.Tensor], torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rows [c, d] → top-``k`` token ids [c, k] (int32), their probabilities [c, k], ``z1`` [c] and the rows
-        to decode again exactly (none here; see :class:`_Bf16Readout`).
-
-        One pass over the [c, V] logits for the top-k (:func:`_block_topk`) and one fused log-softmax, written over
-        the logits in place (each element is read before it is written); the mean and spread for ``z1`` come from
-        W_U's moments (:meth:`moments`), not from the logits.
-        """
-        z = unembed(x).float()
-        if self.cap:
-            z.div_(self.cap).tanh_().mul_(self.cap)
-        vals, ids = _block_topk(z, k)
-        mean, std = self.moments(x, z)
-        log_probs = torch.log_softmax(z, -1, out=z)
-        return ids.int(), log_probs.gather(1, ids).exp_(), (vals[:, 0] - mean) / std, ids.new_empty(0)
-
-
-class _Bf16Readout(_Readout):
-    """The same decode with the vocabulary-wide matmul in bfloat16 (see :func:`decode_neurons`, ``dtype``).
-
-    Logits are shift-invariant, so the bf16 matmul reads the *centred* unembedding ``W_U − mean row`` (smaller
-    logits, smaller bf16 rounding). Per chunk: bf16 logits [c, V] → their top ``k + 6`` candidates → those
-    candidates' logits recomputed exactly in float32 → the exact top-``k``. The log-partition is the bf16 one with
-    the candidates' terms swapped for their exact values. A row whose exact ``k``-th logit does not clear the best
-    non-candidate bf16 logit by three times the largest bf16 error seen among its candidates is decoded again in
-    float32 (rows with near-ties at the cut; about 1 in 110 on SmolLM2).
-    """
-
-    EXTRA = 6  # candidates beyond k
-    SAFETY = 3.0  # margin, in units of the row's largest candidate error, below which a row is redone in float32
-    SLICE = 512  # rows of float32 work at a time
-
-    def __init__(self, model: Model, norm: bool):
-        super().__init__(model, norm)
-        if self.cap:
-            raise ValueError("a bfloat16 decode needs logits linear in the row; this model soft-caps them")
-        self.Wc = self.W.float() - self.W.float().mean(0)  # [V, d], float32
-        self.Wc_low = self.Wc.bfloat16()
-        # float32 work space for one slice; untouched pages cost nothing, so a small decode uses a corner of it
-        self.buffer = torch.empty(self.SLICE, self.W.shape[0], device=self.W.device)
-        self.gathered = torch.empty(0, self.W.shape[1], device=self.W.device)  # candidates' W_U rows, grown once
-
-    def unembedder(self, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``x ↦ bf16(x) @ bf16(W_U − mean)ᵀ``, bf16 [c, V], into one reused buffer (valid until the next call)."""
-        low = torch.empty(rows, self.W.shape[0], dtype=torch.bfloat16, device=self.W.device)
-        return lambda x: torch.mm(x.to(torch.bfloat16), self.Wc_low.T, out=low[: x.shape[0]])
-
-    def decode(
-        self, x: torch.Tensor, k: int, unembed: Callable[[torch.Tensor], torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As :meth:`_Readout.decode`; the rows returned last (indices into ``x``) must go through :meth:`exact`.
-
-        One bf16 matmul for all of ``x`` (large chunks multiply faster), then the float32 work in slices of
-        :attr:`SLICE` rows (a bounded float32 buffer)."""
-        x = x.float()
-        low = unembed(x)  # [c, V] centred logits, bf16
-        parts = [self._settle(x[s : s + self.SLICE], low[s : s + self.SLICE], k) for s in range(0, len(x), self.SLICE)]
-        ids, probs, z1, redo = (torch.cat(p) for p in zip(*parts, strict=True))
-        return ids, probs, z1, redo.nonzero()[:, 0]
-
-    def _settle(
-        self, x: torch.Tensor, low: torch.Tensor, k: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rows [c, d] and their bf16 logits [c, V] → ids, probabilities, ``z1`` and a redo mask [c]."""
-        z = self.buffer[: len(x)].copy_(low)  # the bf16 logits, as float32
-        kk = min(k + self.EXTRA, z.shape[1])
-        _, cand = _block_topk(z, kk, block=32)  # [c, kk], best bf16 first
-        approx = z.gather(1, cand)
-        lse = approx[:, 0] - torch.log_softmax(z, -1, out=z).gather(1, cand[:, :1])[:, 0]  # bf16 log-partition
-        if self.gathered.shape[0] < cand.numel():  # a fresh 19 MB tensor per slice would page-fault every time
-            self.gathered = torch.empty(cand.numel(), self.Wc.shape[1], device=self.Wc.device)
-        rows = torch.index_select(self.Wc, 0, cand.flatten(), out=self.gathered[: cand.numel()])
-        exact = torch.bmm(rows.view(*cand.shape, -1), x[:, :, None])[..., 0]  # [c, kk] float32
-        vals, pos = exact.topk(k, -1)
-        swap = (exact - lse[:, None]).exp().sum(-1) - (approx - lse[:, None]).exp().sum(-1)
-        lse = lse + torch.log1p(swap)
-        error = (exact - approx).abs().amax(-1)
-        redo = (vals[:, -1] - approx[:, -1] <= self.SAFETY * error) if kk < z.shape[1] else error < 0
-        _, std = self.moments(x)
-        return cand.gather(1, pos).int(), (vals - lse[:, None]).exp_(), vals[:, 0] / std, redo
-
-    def _full(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.W.T
-
-    def exact(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The float32 decode (:meth:`_Readout.decode`) of rows [r, d], 512 at a time: ids, probabilities, ``z1``."""
-        parts = [_Readout.decode(self, x[s : s + 512], k, self._full)[:3] for s in range(0, len(x), 512)]
-        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
-
-
-def _block_topk(z: torch.Tensor, k: int, block: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """``z.topk(k, -1)`` of [n, V] logits, searched only in each row's ``k`` best blocks of ``block`` columns.
-
-    Exact: any block outside a row's k blocks with the highest maxima has its maximum ≤ the k-th of those maxima,
-    so none of its entries is needed for the top-k (an exact tie may pick another id of equal logit, as
-    ``torch.topk`` may). One max per block (a vectorised pass) and two small top-k ([n, V / block] maxima, then
-    [n, k · block] candidates) replace a selection over the whole row; the last V mod ``block`` columns are always
-    candidates. Returns values [n, k] (sorted, highest first) and ids [n, k].
-    """
-    n, vocab = z.shape
-    n_blocks = vocab // block
-    if n_blocks <= k:
-        return z.topk(k, -1)
-    best = z[:, : n_blocks * block].view(n, n_blocks, block).amax(-1).topk(k, -1, sorted=False).indices  # [n, k]
-    cols = (best[..., None] * block + torch.arange(block, device=z.device)).view(n, k * block)
-    tail = torch.arange(n_blocks * block, vocab, device=z.device).expand(n, -1)
-    cols = torch.cat([cols, tail], 1)
-    vals, pos = z.gather(1, cols).topk(k, -1)
-    return vals, cols.gather(1, pos)
-
-
 @torch.no_grad()
 def decode_neurons(
     model: Model,
@@ -511,7 +337,7 @@ def decode_neurons(
         cache: reuse / store the result under ``$LOCEDIT_CACHE/neurons`` (keyed by the weights and arguments).
         sample: decode only this many neurons per layer, the same random (``seed``) indices in every layer.
         dtype: the vocabulary-wide matmul's dtype. ``None``: the weights' own (exact). ``torch.bfloat16``: the
-            matmul only *finds* candidates (:class:`_Bf16Readout`); their logits are recomputed in float32, so the
+            matmul only *finds* candidates (:class:`Bf16Readout`); their logits are recomputed in float32, so the
             top-``k`` tokens are float32's and a row with a near-tie at the cut is redone in float32. The
             probabilities keep the other tokens' bf16 rounding in the normaliser. Measured on all 46,080 SmolLM2 up
             neurons (``benchmarks/neurons.py``): identical top-10 sets, the order differing in 4–6 neurons between
@@ -527,7 +353,7 @@ def decode_neurons(
     neuron_weights(model, kind, layers[0])  # validates kind (and the gate) before any work
     if not 1 <= k <= spec.vocab_size:
         raise ValueError(f"k must be in 1..{spec.vocab_size}")
-    ro = _Readout(model, norm)
+    ro = Readout(model, norm)
     if dtype == "auto":
         dtype = torch.bfloat16 if ro.W.dtype == torch.float32 and native_bf16(ro.W.device) else None
     low = dtype not in (None, ro.W.dtype) and not ro.cap
@@ -542,7 +368,7 @@ def decode_neurons(
 
     started = time.perf_counter()
     if low:
-        ro = _Bf16Readout(model, norm)
+        ro = Bf16Readout(model, norm)
     chunk = chunk or (2048 if low else 512)
     neuron_ids = None
     if sample is not None and sample < spec.d_mlp:
@@ -630,7 +456,7 @@ def concept_scores(
     groups = ids if isinstance(ids, dict) else {"": ids}
     groups = {name: [int(i) for i in g] for name, g in groups.items()}
     layers = list(range(spec.n_layers)) if layers is None else list(layers)
-    ro = _Readout(model, norm)
+    ro = Readout(model, norm)
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in groups}
     for layer in layers:
         x = ro.f(neuron_weights(model, kind, layer).to(ro.W.dtype))
@@ -664,8 +490,8 @@ def decode_rows(
 ) -> pd.DataFrame:
     """Exact decode of a few neurons: top-``k`` tokens and probabilities, ``p1``, ``z1`` and, for ``rank_ids``, the
     best rank (0 = top-1) any of them reaches, which token, and the group's summed probability."""
-    neurons = _neurons(model, neurons)
-    ro = _Readout(model, norm)
+    neurons = checked_neurons(model, neurons)
+    ro = Readout(model, norm)
     rank_ids = [int(i) for i in rank_ids]
     records = []
     for s in range(0, len(neurons), 256):
@@ -719,304 +545,3 @@ def search_neurons(
         rows["best_z"] = top.best_z.to_numpy()
         out[name] = rows.sort_values(["best_rank", "group_p"], ascending=[True, False]).reset_index(drop=True)
     return out if isinstance(ids, dict) else out[""]
-
-
-# --- activations --------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def neuron_activations(
-    model: Model,
-    texts: Sequence[str],
-    neurons: Sequence[Neuron],
-    site: str = "mlp_up",
-    reduce: str = "max",
-    batch_size: int = 16,
-) -> np.ndarray:
-    """Each neuron's activation per text, reduced over the text's tokens (``"max"`` or ``"mean"``): [texts, neurons].
-
-    ``site`` is ``"mlp_up"`` (the up-projection output, what a decoded up row computes) or ``"mlp_act"`` (the
-    neuron's value after the gate, the input of the down-projection). Padding positions are ignored.
-    """
-    neurons = _neurons(model, neurons)
-    if reduce not in ("max", "mean"):
-        raise ValueError("reduce must be 'max' or 'mean'")
-    layers = sorted({layer for layer, _ in neurons})
-    sites = [Site(site, layer) for layer in layers]
-    out = []
-    for s in range(0, len(texts), batch_size):
-        inputs = model.encode(texts[s : s + batch_size])
-        mask = inputs["attention_mask"].bool()[..., None]
-        with patch(model, record=sites) as rec:
-            model.hf(**inputs, logits_to_keep=1)  # the activations are all we read
-        cols = []
-        for layer, neuron in neurons:
-            a = rec[f"{site}.{layer}"][..., [neuron]].float()  # [b, seq, 1]
-            if reduce == "max":
-                cols.append(a.masked_fill(~mask, float("-inf")).amax(1))
-            else:
-                cols.append((a * mask).sum(1) / mask.sum(1))
-        out.append(torch.cat(cols, -1).cpu())
-    return torch.cat(out).numpy()
-
-
-def cohens_d(a: Sequence[float], b: Sequence[float]) -> float:
-    """Cohen's d of two samples: (mean a − mean b) / pooled standard deviation."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    pooled = math.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2))
-    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else float("inf") * np.sign(a.mean() - b.mean())
-
-
-@dataclass
-class ActivationSample:
-    """Per-token activations of every neuron at one site over a small text sample (for maxima and examples)."""
-
-    site: str
-    texts: list[str]
-    tokens: list[list[str]]  # per text
-    acts: torch.Tensor  # [n_tokens, n_layers, d_mlp] float16
-    where: list[tuple[int, int]]  # per token row: (text index, position)
-
-    def per_text(self) -> torch.Tensor:
-        """Each neuron's largest activation in each text: [texts, n_layers, d_mlp] float32."""
-        text_of = torch.tensor([t for t, _ in self.where])
-        out = torch.full((len(self.texts), *self.acts.shape[1:]), float("-inf"))
-        for t in range(len(self.texts)):
-            out[t] = self.acts[text_of == t].float().amax(0)
-        return out
-
-    def max_activation(self, layer: int, neuron: int) -> float:
-        return float(self.acts[:, layer, neuron].float().max())
-
-    def top_examples(self, layer: int, neuron: int, n: int = 5, window: int = 6) -> pd.DataFrame:
-        """The ``n`` tokens where the neuron fires most, with ``window`` tokens of context before them."""
-        a = self.acts[:, layer, neuron].float()
-        vals, rows = a.topk(min(n, a.numel()))
-        records = []
-        for v, r in zip(vals.tolist(), rows.tolist(), strict=True):
-            t, p = self.where[r]
-            toks = self.tokens[t]
-            records.append(
-                {
-                    "activation": v,
-                    "token": toks[p],
-                    "context": "".join(toks[max(0, p - window) : p]) + "[[" + toks[p] + "]]",
-                    "text": t,
-                }
-            )
-        return pd.DataFrame(records)
-
-
-@torch.no_grad()
-def record_sample(model: Model, texts: Sequence[str], site: str = "mlp_up", batch_size: int = 16) -> ActivationSample:
-    """Run ``texts`` once and keep ``site`` (``"mlp_up"`` or ``"mlp_act"``) at every layer for every real token."""
-    sites = [Site(site, layer) for layer in range(model.spec.n_layers)]
-    acts, where, tokens = [], [], []
-    for s in range(0, len(texts), batch_size):
-        batch = list(texts[s : s + batch_size])
-        inputs = model.encode(batch, padding_side="right")
-        with patch(model, record=sites) as rec:
-            model.hf(**inputs, logits_to_keep=1)  # the activations are all we read
-        stacked = torch.stack([rec[str(site_)] for site_ in sites], 2)  # [b, seq, L, d_mlp]
-        for b in range(len(batch)):
-            n = int(inputs["attention_mask"][b].sum())
-            acts.append(stacked[b, :n].half().cpu())
-            tokens.append([model.tokenizer.decode([int(i)]) for i in inputs["input_ids"][b, :n]])
-            where += [(s + b, p) for p in range(n)]
-    return ActivationSample(site, list(texts), tokens, torch.cat(acts), where)
-
-
-# --- clamping and generation -------------------------------------------------------------------------------------
-
-
-def clamp(neurons: Sequence[Neuron], values: float | Sequence[float], rows=None) -> list[Intervention]:
-    """Interventions that set each neuron's up-projection output (site ``mlp_up``) to a constant at every position.
-
-    This is Davies' clamp: ``up_proj(x)[..., i] = c``; the product with ``act(gate)`` then carries it into the
-    down-projection. On an ungated family ``mlp_up`` is the pre-activation, so ``c`` passes through the
-    activation function. Use inside :func:`locedit.hooks.patch`, which removes the hooks on exit.
-    """
-    if isinstance(values, (int, float)):
-        values = [float(values)] * len(neurons)
-    if len(values) != len(neurons):
-        raise ValueError("one value per neuron")
-    return [
-        Intervention(Site("mlp_up", int(layer)), "replace", float(v), rows=rows, index=[int(neuron)])
-        for (layer, neuron), v in zip(neurons, values, strict=True)
-    ]
-
-
-def chat_prompt(model: Model, message: str) -> str:
-    """``message`` as a user turn in the model's chat template (if it has one), ready for the assistant's reply."""
-    template = getattr(model.tokenizer, "chat_template", None)
-    if not template:
-        return message
-    return model.tokenizer.apply_chat_template(
-        [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
-    )
-
-
-def _check_interventions(model: Model, interventions: Iterable[Intervention]) -> None:
-    """Fail before a run, with a clear message, on a neuron index outside the layer."""
-    for iv in interventions:
-        if iv.site.name in ("mlp_up", "mlp_act") and iv.index is not None and not isinstance(iv.index, slice):
-            for neuron in torch.as_tensor(iv.index).reshape(-1).tolist():
-                check_neuron(model, iv.site.layer, neuron)
-
-
-def generate(
-    model: Model,
-    prompt: str,
-    interventions: Sequence[Intervention] = (),
-    max_new_tokens: int = 30,
-    chat: bool = True,
-) -> str:
-    """Greedy continuation of ``prompt`` (through the chat template when ``chat``) under ``interventions``."""
-    return generate_settings(model, prompt, [list(interventions)], max_new_tokens, chat)[0]
-
-
-def _per_row(settings: Sequence[Sequence[Intervention]]) -> list[Intervention]:
-    """One batch row per setting: each setting's interventions restricted to its own row."""
-    return [dataclasses.replace(iv, rows=[r]) for r, ivs in enumerate(settings) for iv in ivs]
-
-
-@torch.no_grad()
-def generate_settings(
-    model: Model,
-    prompt: str,
-    settings: Sequence[Sequence[Intervention]],
-    max_new_tokens: int = 30,
-    chat: bool = True,
-) -> list[str]:
-    """Greedy continuations of one prompt, one per setting (a list of interventions, e.g. a clamp value), batched:
-    setting ``r`` acts on batch row ``r`` only. ``[[]]`` is the unpatched model."""
-    _check_interventions(model, [iv for ivs in settings for iv in ivs])
-    text = chat_prompt(model, prompt) if chat else prompt
-    ids = model.tokenizer(text, return_tensors="pt", add_special_tokens=not chat)["input_ids"].to(model.device)
-    ids = ids.expand(len(settings), -1)
-    with patch(model, _per_row(settings)):
-        out = model.hf.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=model.tokenizer.pad_token_id,
-        )
-    return model.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
-
-
-@torch.no_grad()
-def group_prob_settings(
-    model: Model, prompts: Sequence[str], ids: Sequence[int], settings: Sequence[Sequence[Intervention]]
-) -> np.ndarray:
-    """Probability mass of the next token in ``ids`` after each prompt under each setting: [settings, prompts]."""
-    _check_interventions(model, [iv for ivs in settings for iv in ivs])
-    rows = [p for _ in settings for p in prompts]
-    n = len(prompts)
-    ivs = [dataclasses.replace(iv, rows=list(range(r * n, (r + 1) * n))) for r, s in enumerate(settings) for iv in s]
-    with patch(model, ivs):
-        probs = model.next_token_probs(rows)
-    return probs[:, list(ids)].sum(-1).reshape(len(settings), n).cpu().numpy()
-
-
-@torch.no_grad()
-def group_prob(
-    model: Model, prompts: Sequence[str], ids: Sequence[int], interventions: Sequence[Intervention] = ()
-) -> np.ndarray:
-    """Next-token probability mass of the tokens ``ids`` after each prompt, under ``interventions``: [prompts]."""
-    _check_interventions(model, interventions)
-    with patch(model, interventions):
-        probs = model.next_token_probs(list(prompts))
-    return probs[:, list(ids)].sum(-1).cpu().numpy()
-
-
-# --- views: plotly figure and a Jupyter browser ---------------------------------------------------------------------
-
-
-def specialisation_figure(decodings: Sequence[NeuronDecoding], threshold: float = 0.5):
-    """Plotly: per layer, the median ``z1`` and the share of neurons with top-1 p > ``threshold``, one trace pair per
-    decoding, with a dropdown to switch decodings (the first is shown initially)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(
-        rows=1, cols=2, subplot_titles=("median z1 (top-1 logit z-score)", f"share with p1 > {threshold}")
-    )
-    for j, dec in enumerate(decodings):
-        by = dec.by_layer(threshold)
-        visible = j == 0
-        fig.add_trace(go.Bar(x=by.layer, y=by.median_z1, name=dec.variant, visible=visible), 1, 1)
-        fig.add_trace(go.Bar(x=by.layer, y=by[f"share_p1>{threshold}"], name=dec.variant, visible=visible), 1, 2)
-    buttons = [
-        dict(
-            label=dec.variant,
-            method="update",
-            args=[{"visible": [i // 2 == j for i in range(2 * len(decodings))]}],
-        )
-        for j, dec in enumerate(decodings)
-    ]
-    fig.update_layout(
-        updatemenus=[dict(buttons=buttons, x=0, y=1.25, xanchor="left")],
-        showlegend=False,
-        height=360,
-        margin=dict(t=90),
-    )
-    fig.update_xaxes(title_text="layer")
-    return fig
-
-
-def neuron_card_html(dec: NeuronDecoding, layer: int, neuron: int, sample: ActivationSample | None = None) -> str:
-    """HTML: a neuron's top tokens (with probabilities) and its strongest activating tokens in ``sample``."""
-    from locedit.viz import show_token
-
-    pos = dec._layer_pos(layer)
-    tops = " ".join(
-        f"<code>{html.escape(show_token(t))}</code><small> {p:.2f}</small>" for t, p in dec.top(layer, neuron)
-    )
-    body = f"<p><b>L{layer}.N{neuron}</b> ({dec.variant}; z1 = {float(dec.z1[pos, neuron]):.1f}): {tops}</p>"
-    if sample is not None:
-        ex = sample.top_examples(layer, neuron, n=5)
-        rows = "".join(
-            f"<tr><td>{r.activation:.2f}</td><td><code>{html.escape(r.context)}</code></td></tr>"
-            for r in ex.itertuples()
-        )
-        body += f'<table style="font-size:12px"><tr><th>{sample.site}</th><th>context [[token]]</th></tr>{rows}</table>'
-    return body
-
-
-def neuron_browser(dec: NeuronDecoding, sample: ActivationSample | None = None, query: str = " dog", max_rows: int = 8):
-    """A Jupyter neuron browser: type token(s) (comma-separated, leading spaces kept) and pick a layer ("all" or
-    one); it lists the neurons whose top-``k`` holds a token, with their top tokens and strongest activating
-    examples in ``sample``. The initial query is rendered at build time so a static page shows it."""
-    import ipywidgets as widgets
-    from IPython.display import HTML
-
-    box = widgets.Text(value=query, description="token(s)", continuous_update=False)
-    layer = widgets.Dropdown(options=["all", *dec.layers], value="all", description="layer")
-    out = widgets.Output(layout=widgets.Layout(border="1px solid #ddd", padding="4px"))
-    tok = dec.tokenizer
-
-    def render(*_args) -> None:
-        words = [w for w in box.value.split(",") if w]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in words]
-            hits = dec.find(ids)
-            if layer.value != "all":
-                hits = hits[hits.layer == layer.value]
-            if hits.empty:
-                body = f"<p>No neuron has {html.escape(box.value)!s} in its top-{dec.k} ({dec.variant}).</p>"
-            else:
-                body = f"<p>{len(hits)} neuron(s); showing {min(len(hits), max_rows)}.</p>" + "".join(
-                    neuron_card_html(dec, int(r.layer), int(r.neuron), sample) for r in hits.head(max_rows).itertuples()
-                )
-        except (IndexError, ValueError) as err:
-            body = f'<p style="color:#b00">{html.escape(str(err))}</p>'
-        out.outputs = ()
-        out.append_display_data(HTML(body))
-
-    box.observe(render, names="value")
-    layer.observe(render, names="value")
-    render()
-    return widgets.VBox([widgets.HBox([box, layer]), out])

@@ -3,14 +3,17 @@
 Two kinds, as the design asks:
 
 * **plotly** for large grids a reader wants to hover and zoom in the static book: :func:`layer_token_heatmap`
-  (any [layers, positions] array: patching effects, probabilities, ranks) and :func:`lens_heatmap` (the logit
-  lens, top token written in each cell).
+  (any [layers, positions] array: patching effects, probabilities, ranks), :func:`lens_heatmap` (the logit
+  lens, top token written in each cell) and :func:`specialisation_figure` (decoded neurons, per layer).
 * **matplotlib** for paper-style static curves: :func:`layer_curve` (one value per layer, several series).
 
 One convention everywhere: **layers run up the y axis** (layer 0 at the bottom, as the residual stream flows up
 through the blocks) and **positions run along the x axis** in reading order, labelled ``"<position> <token>"``
 with a leading space shown as ``␣`` so ``" Paris"`` and ``"Paris"`` differ on screen. Pass ``layers_on="x"`` to
 transpose (ROME's causal-tracing figures put tokens on the y axis); hover text is the same either way.
+
+Views compute nothing: they draw the numbers a method module returns (the lens's log-probabilities, a neuron
+decoding) and import no method module, only :mod:`locedit.models` for the ``Model`` type.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from locedit.hooks import all_sites, run_with
-from locedit.lens import decode
 from locedit.models import Model
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[Sequence[float]]
@@ -41,18 +42,6 @@ def position_labels(tokens: Sequence[str], positions: Sequence[int] | None = Non
     """
     positions = range(len(tokens)) if positions is None else positions
     return [f"{i} {show_token(t)}" for i, t in zip(positions, tokens, strict=True)]
-
-
-def lens_logprobs(model: Model, prompt: str, positions: Sequence[int] | None = None) -> torch.Tensor:
-    """Logit-lens log-probabilities [n_layers, len(positions), vocab] for one prompt, decoding only ``positions``
-    (default: all). Same numbers as :func:`locedit.lens.logit_lens` restricted to those positions, without
-    unembedding the positions nobody looks at."""
-    sites = all_sites(model.spec, "resid_post")
-    _, cache = run_with(model, model.encode(prompt), record=sites)
-    stacked = torch.stack([cache[str(site)][0] for site in sites])  # [n_layers, seq, d_model]
-    if positions is not None:
-        stacked = stacked[:, list(positions)]
-    return decode(model, stacked).log_softmax(-1)
 
 
 def _to_numpy(values: ArrayLike) -> np.ndarray:
@@ -190,6 +179,7 @@ def layer_token_heatmap(
 def lens_heatmap(
     model: Model,
     prompt: str,
+    logprobs: torch.Tensor,
     *,
     target: str | None = None,
     k: int = 5,
@@ -198,7 +188,6 @@ def lens_heatmap(
     max_chars: int = 8,
     layers_on: Literal["y", "x"] = "y",
     title: str | None = None,
-    logprobs: torch.Tensor | None = None,
     **kwargs,
 ) -> go.Figure:
     """The logit lens of ``prompt`` as a heat map: each cell writes the lens's top token after a block.
@@ -208,16 +197,18 @@ def lens_heatmap(
     tokens (and the target's rank).
 
     Args:
-        model: the model.
+        model: the model (its tokenizer names the tokens; nothing is run).
         prompt: one prompt.
+        logprobs: the prompt's lens log-probabilities, either at every position, [n_layers, seq, vocab] (from
+            :func:`locedit.lens.logit_lens`), or at the shown ``positions`` only, in their order,
+            [n_layers, len(positions), vocab] (from :func:`locedit.lens.lens_logprobs`, which unembeds nothing
+            else). When ``len(positions) == seq`` the tensor is read as covering every position.
         target: a single-token string whose probability colours the cells; ``None`` colours by the top-1 probability.
         k: tokens listed in the hover text.
         positions: which positions to show (default all), e.g. ``slice(-6, None)`` for the last six.
         layers: which layers to show (default all).
         max_chars: cell text is cut to this many characters (hover shows the whole token).
         layers_on, title, **kwargs: passed to :func:`layer_token_heatmap`.
-        logprobs: the prompt's lens, [n_layers, seq, vocab] from :func:`locedit.lens.logit_lens`, if already
-            computed; otherwise only the shown positions are decoded.
 
     Returns:
         A plotly figure of [len(layers), len(positions)] cells.
@@ -227,12 +218,15 @@ def lens_heatmap(
     pos = list(range(seq))[positions] if isinstance(positions, slice) else list(positions or range(seq))
     pos = [p % seq for p in pos]
     layer_list = list(range(model.spec.n_layers)) if layers is None else list(layers)
-    if logprobs is None:
-        lp = lens_logprobs(model, prompt, pos)[layer_list]  # [L, P, vocab]
-    else:
-        if logprobs.shape[:2] != (model.spec.n_layers, seq):
-            raise ValueError(f"logprobs must be [n_layers, seq, vocab] = [{model.spec.n_layers}, {seq}, vocab]")
-        lp = logprobs[layer_list][:, pos]
+    n_layers = model.spec.n_layers
+    if logprobs.ndim != 3 or logprobs.shape[0] != n_layers or logprobs.shape[1] not in (seq, len(pos)):
+        raise ValueError(
+            f"logprobs must be [n_layers, seq, vocab] = [{n_layers}, {seq}, vocab] or cover the shown positions, "
+            f"[{n_layers}, {len(pos)}, vocab]; got {list(logprobs.shape)}"
+        )
+    lp = logprobs[layer_list]  # [L, seq or P, vocab]
+    if logprobs.shape[1] == seq:
+        lp = lp[:, pos]
     probs = lp.exp()
     top_p, top_i = probs.topk(k, dim=-1)  # [L, P, k]
     decode = model.tokenizer.decode
@@ -324,3 +318,38 @@ def layer_curve(
     if any(series) or hlines:
         ax.legend(frameon=False, fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: no overlap
     return ax
+
+
+def specialisation_figure(decodings: Sequence, threshold: float = 0.5) -> go.Figure:
+    """Plotly: per layer, the median ``z1`` and the share of neurons with top-1 p > ``threshold``, one trace pair per
+    decoding, with a dropdown to switch decodings (the first is shown initially).
+
+    ``decodings`` are :class:`locedit.neurons.NeuronDecoding` objects, or anything with their ``variant`` (a label)
+    and ``by_layer(threshold)`` (a table with columns ``layer``, ``median_z1`` and ``share_p1>{threshold}``).
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("median z1 (top-1 logit z-score)", f"share with p1 > {threshold}")
+    )
+    for j, dec in enumerate(decodings):
+        by = dec.by_layer(threshold)
+        visible = j == 0
+        fig.add_trace(go.Bar(x=by.layer, y=by.median_z1, name=dec.variant, visible=visible), 1, 1)
+        fig.add_trace(go.Bar(x=by.layer, y=by[f"share_p1>{threshold}"], name=dec.variant, visible=visible), 1, 2)
+    buttons = [
+        dict(
+            label=dec.variant,
+            method="update",
+            args=[{"visible": [i // 2 == j for i in range(2 * len(decodings))]}],
+        )
+        for j, dec in enumerate(decodings)
+    ]
+    fig.update_layout(
+        updatemenus=[dict(buttons=buttons, x=0, y=1.25, xanchor="left")],
+        showlegend=False,
+        height=360,
+        margin=dict(t=90),
+    )
+    fig.update_xaxes(title_text="layer")
+    return fig

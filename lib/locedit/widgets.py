@@ -3,12 +3,19 @@
 Each explorer renders its first result when it is built, straight into its ``Output`` widget's ``outputs``, so a
 notebook executed without a browser (papermill, nbclient) stores that content in the widget state and the
 static book shows it; typing a new prompt needs a live kernel.
+
+Views compute nothing themselves and import no method module (only :mod:`locedit.models` for the ``Model`` type
+and :mod:`locedit.viz`): an explorer takes the data to show, or the functions that compute it, and the chapter
+composes them from the method modules, e.g. ``lens_explorer(model, lens_logprobs)`` or
+``rome_explorer(model, facts, trace=partial(causal_trace, …), edit=partial(rome, hparams=hp), …)``.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import warnings
+from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
 import plotly.io as pio
@@ -16,16 +23,16 @@ import torch
 from IPython.display import HTML
 
 from locedit.models import Model
-from locedit.viz import lens_logprobs, show_token
+from locedit.viz import layer_token_heatmap, show_token
 
 
-def lens_table_html(model: Model, prompt: str, k: int = 5, target: str | None = None) -> str:
+def lens_table_html(model: Model, prompt: str, logprobs: torch.Tensor, k: int = 5, target: str | None = None) -> str:
     """An HTML table of the logit lens at the prompt's last position: one row per layer, its ``k`` top tokens.
 
-    Cells are shaded by probability. With ``target`` (one token, e.g. ``" Paris"``) two more columns give its
-    probability and rank after each layer.
+    ``logprobs`` are the lens's log-probabilities at that position, [n_layers, vocab] (e.g.
+    ``locedit.lens.lens_logprobs(model, prompt, positions=[-1])[:, 0]``). Cells are shaded by probability. With
+    ``target`` (one token, e.g. ``" Paris"``) two more columns give its probability and rank after each layer.
     """
-    logprobs = lens_logprobs(model, prompt, positions=[-1])[:, 0]  # [n_layers, vocab]
     probs = logprobs.exp()
     top_p, top_i = probs.topk(k, dim=-1)
     tid = model.token_id(target) if target else None
@@ -59,6 +66,7 @@ def lens_table_html(model: Model, prompt: str, k: int = 5, target: str | None = 
 
 def lens_explorer(
     model: Model,
+    lens: Callable[..., torch.Tensor],
     prompt: str = "The Eiffel Tower is located in the city of",
     target: str = " Paris",
     k: int = 5,
@@ -66,8 +74,9 @@ def lens_explorer(
     """A logit-lens explorer: type a prompt (and optionally a target token), press Enter or *Run lens*.
 
     Shows, for the prompt's last position, the ``k`` top tokens the lens reads after each layer, and the target's
-    probability and rank. The initial ``prompt`` is rendered at build time, so the widget shows content even in a
-    static page.
+    probability and rank. ``lens(model, prompt, positions=[-1])`` computes the lens's log-probabilities,
+    [n_layers, 1, vocab]: pass :func:`locedit.lens.lens_logprobs`. The initial ``prompt`` is rendered at build time,
+    so the widget shows content even in a static page.
 
     Returns:
         ``VBox([HBox([prompt Text, target Text, Button]), Output])``; the Output's ``outputs`` hold the table.
@@ -85,7 +94,8 @@ def lens_explorer(
         text, tgt = prompt_box.value, target_box.value or None
         try:
             with torch.no_grad():
-                body = lens_table_html(model, text, k=k, target=tgt)
+                logprobs = lens(model, text, positions=[-1])[:, 0]  # [n_layers, vocab]
+                body = lens_table_html(model, text, logprobs, k=k, target=tgt)
         except ValueError as err:  # e.g. a multi-token target: say so instead of failing silently
             body = f'<p style="color:#b00">{html.escape(str(err))}</p>'
         out.outputs = ()
@@ -97,22 +107,35 @@ def lens_explorer(
     return widgets.VBox([widgets.HBox([prompt_box, target_box, button]), out])
 
 
-def rome_explorer(model: Model, facts: list[dict], hparams, noise: float, samples: int = 2) -> widgets.VBox:
-    """Pick (or type) a fact, trace it, type a new object, edit it with ROME, compare generations before and after.
+def rome_explorer(
+    model: Model,
+    facts: list[dict],
+    trace: Callable,
+    edit: Callable,
+    generate: Callable[[Model, list[str]], list[str]],
+    prob: Callable[[Model, list[str], list[str]], Sequence[float]],
+) -> widgets.VBox:
+    """Pick (or type) a fact, trace it, type a new object, edit it, compare generations before and after.
 
-    ``facts`` are CounterFact records (their prompts fill the picker); ``hparams`` is a
-    :class:`~locedit.editing.ROMEHyperParams`; ``noise`` is the trace's ν; ``samples`` its noise draws (the trace
-    restores the MLP windows only, to stay interactive). The first fact is rendered at build time. Every edit is
-    reverted when its comparison is done.
+    ``facts`` are CounterFact records (their prompts fill the picker). The chapter passes the methods:
+
+    * ``trace(model, prompt, subject)`` → a :class:`locedit.tracing.Trace` (or anything with its ``scores["mlp"]``,
+      ``tokens``, ``target``, ``p_clean``, ``p_corrupt``, ``samples`` and ``seconds``), e.g.
+      ``partial(causal_trace, kinds=("mlp",), noise=noise, samples=2)`` (the MLP windows only, to stay interactive);
+    * ``edit(model, {"prompt", "subject", "target_new"})`` → an :class:`locedit.editing.Edit` (``applied(model)``,
+      ``method``, ``info["layer"]`` and ``info["seconds"]``), e.g. ``partial(rome, hparams=hp)``;
+    * ``generate(model, prompts)`` → one text per prompt, e.g. ``partial(locedit.evaluation.generate, max_length=40,
+      seed=1)``;
+    * ``prob(model, prompts, targets)`` → each target's probability after its prompt, e.g.
+      :func:`locedit.evaluation.target_prob`.
+
+    A ``ValueError`` or ``IndexError`` from ``trace`` or ``edit`` (a subject not in the prompt, say) is shown in the
+    output instead of raised. The first fact is traced at build time. Every edit is reverted when its comparison is
+    done.
 
     Returns:
         ``VBox([picker, HBox([prompt, subject, new object]), HBox([buttons]), Output])``.
     """
-    from locedit.editing import rome
-    from locedit.evaluation import generate, target_prob
-    from locedit.tracing import causal_trace
-    from locedit.viz import layer_token_heatmap
-
     texts = [r["requested_rewrite"]["prompt"].format(r["requested_rewrite"]["subject"]) for r in facts]
     options = [(text, i) for i, text in enumerate(texts)]
     picker = widgets.Dropdown(options=options, description="fact", layout=widgets.Layout(width="70%"))
@@ -120,7 +143,7 @@ def rome_explorer(model: Model, facts: list[dict], hparams, noise: float, sample
     subject_box = widgets.Text(description="subject", layout=widgets.Layout(width="25%"))
     new_box = widgets.Text(description="new object", layout=widgets.Layout(width="25%"))
     trace_button = widgets.Button(description="Trace", button_style="info")
-    edit_button = widgets.Button(description="Edit with ROME", button_style="primary")
+    edit_button = widgets.Button(description="Edit", button_style="primary")
     out = widgets.Output(layout=widgets.Layout(border="1px solid #ddd", padding="4px"))
 
     def fill(*_args) -> None:
@@ -141,9 +164,9 @@ def rome_explorer(model: Model, facts: list[dict], hparams, noise: float, sample
     def error(err: Exception) -> None:
         show(f'<p style="color:#b00">{html.escape(str(err))}</p>')
 
-    def trace(*_args) -> None:
+    def run_trace(*_args) -> None:
         try:
-            t = causal_trace(model, prompt_box.value, subject_box.value, kinds=("mlp",), noise=noise, samples=samples)
+            t = trace(model, prompt_box.value, subject_box.value)
         except (ValueError, IndexError) as err:
             return error(err)
         fig = layer_token_heatmap(
@@ -152,38 +175,99 @@ def rome_explorer(model: Model, facts: list[dict], hparams, noise: float, sample
         )  # fmt: skip
         show(
             f"<p>P({html.escape(t.target)}) clean {t.p_clean:.3f}, corrupted {t.p_corrupt:.3f} "
-            f"({samples} noise samples, {t.seconds:.1f} s)</p>",
+            f"({t.samples} noise samples, {t.seconds:.1f} s)</p>",
             fig,
         )
 
-    def edit(*_args) -> None:
+    def run_edit(*_args) -> None:
         text, subject, new = prompt_box.value, subject_box.value, new_box.value
         try:
-            change = rome(model, {"prompt": text, "subject": subject, "target_new": new}, hparams)
-        except ValueError as err:
+            change = edit(model, {"prompt": text, "subject": subject, "target_new": new})
+        except (ValueError, IndexError) as err:
             return error(err)
         prompts = [text, f"{subject} is", f"People say that {subject}"]
         true = model.top_tokens(text, k=1)[0][0].strip()
-        before = generate(model, prompts, max_length=40, seed=1)
-        p_before = target_prob(model, [text, text], [true, new])
+        before = generate(model, prompts)
+        p_before = prob(model, [text, text], [true, new])
         with change.applied(model):
-            after = generate(model, prompts, max_length=40, seed=1)
-            p_after = target_prob(model, [text, text], [true, new])
+            after = generate(model, prompts)
+            p_after = prob(model, [text, text], [true, new])
         rows = "".join(
             f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td></tr>" for a, b in zip(before, after, strict=True)
         )
         show(
             f"<p>P({html.escape(true)}): {p_before[0]:.3f} → {p_after[0]:.3f}; P({html.escape(new)}): "
-            f"{p_before[1]:.3f} → {p_after[1]:.3f} (ROME at layer {hparams.layer}, {change.info['seconds']} s; "
+            f"{p_before[1]:.3f} → {p_after[1]:.3f} ({change.method} at layer {change.info['layer']}, "
+            f"{change.info['seconds']} s; "
             "reverted)</p>"
             f"<table><tr><th>before</th><th>after the edit</th></tr>{rows}</table>"
         )
 
     picker.observe(fill, names="value")
-    trace_button.on_click(trace)
-    edit_button.on_click(edit)
+    trace_button.on_click(run_trace)
+    edit_button.on_click(run_edit)
     fill()
-    trace()
+    run_trace()
     return widgets.VBox(
         [picker, widgets.HBox([prompt_box, subject_box, new_box]), widgets.HBox([trace_button, edit_button]), out]
     )
+
+
+def neuron_card_html(dec, layer: int, neuron: int, sample=None) -> str:
+    """HTML: a neuron's top tokens (with probabilities) and its strongest activating tokens in ``sample``.
+
+    ``dec`` is a :class:`locedit.neurons.NeuronDecoding` (used: ``top``, ``score``, ``variant``); ``sample`` an
+    optional :class:`locedit.activations.ActivationSample` (used: ``top_examples``, ``site``).
+    """
+    tops = " ".join(
+        f"<code>{html.escape(show_token(t))}</code><small> {p:.2f}</small>" for t, p in dec.top(layer, neuron)
+    )
+    body = f"<p><b>L{layer}.N{neuron}</b> ({dec.variant}; z1 = {dec.score(layer, neuron):.1f}): {tops}</p>"
+    if sample is not None:
+        ex = sample.top_examples(layer, neuron, n=5)
+        rows = "".join(
+            f"<tr><td>{r.activation:.2f}</td><td><code>{html.escape(r.context)}</code></td></tr>"
+            for r in ex.itertuples()
+        )
+        body += f'<table style="font-size:12px"><tr><th>{sample.site}</th><th>context [[token]]</th></tr>{rows}</table>'
+    return body
+
+
+def neuron_browser(dec, sample=None, query: str = " dog", max_rows: int = 8) -> widgets.VBox:
+    """A Jupyter neuron browser: type token(s) (comma-separated, leading spaces kept) and pick a layer ("all" or
+    one); it lists the neurons whose top-``k`` holds a token, with their top tokens and strongest activating
+    examples in ``sample``. The initial query is rendered at build time so a static page shows it.
+
+    ``dec`` is a :class:`locedit.neurons.NeuronDecoding` (used: ``tokenizer``, ``find``, ``layers``, ``k``,
+    ``variant`` and what :func:`neuron_card_html` uses); ``sample`` an optional
+    :class:`locedit.activations.ActivationSample`.
+    """
+    box = widgets.Text(value=query, description="token(s)", continuous_update=False)
+    layer = widgets.Dropdown(options=["all", *dec.layers], value="all", description="layer")
+    out = widgets.Output(layout=widgets.Layout(border="1px solid #ddd", padding="4px"))
+    tok = dec.tokenizer
+
+    def render(*_args) -> None:
+        words = [w for w in box.value.split(",") if w]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in words]
+            hits = dec.find(ids)
+            if layer.value != "all":
+                hits = hits[hits.layer == layer.value]
+            if hits.empty:
+                body = f"<p>No neuron has {html.escape(box.value)!s} in its top-{dec.k} ({dec.variant}).</p>"
+            else:
+                body = f"<p>{len(hits)} neuron(s); showing {min(len(hits), max_rows)}.</p>" + "".join(
+                    neuron_card_html(dec, int(r.layer), int(r.neuron), sample) for r in hits.head(max_rows).itertuples()
+                )
+        except (IndexError, ValueError) as err:
+            body = f'<p style="color:#b00">{html.escape(str(err))}</p>'
+        out.outputs = ()
+        out.append_display_data(HTML(body))
+
+    box.observe(render, names="value")
+    layer.observe(render, names="value")
+    render()
+    return widgets.VBox([widgets.HBox([box, layer]), out])
