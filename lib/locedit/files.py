@@ -110,7 +110,7 @@ def manifest_problem(folder: str | Path, expected: object, exclude: tuple[str, .
     """What in ``folder`` differs from the manifest ``expected`` (one short phrase), or ``None`` if nothing does.
 
     Checks, in this order: the manifest's own form; that the folder holds exactly the listed files (none missing,
-    none extra); every size; then the SHA-256 of every byte of every file (about 0.3 s for 540 MB here).
+    none extra); every size; then the SHA-256 of every byte of every file (0.29 s for 540 MB here, page cache warm).
     """
     folder = Path(folder)
     if (
