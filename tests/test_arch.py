@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -154,13 +155,32 @@ def test_unsupported_family_fake_mamba():
     _assert_unsupported(err, "mamba")
 
 
-@pytest.mark.parametrize("layer", [-1, 2, 100, 1.0, "1"])
+@pytest.mark.parametrize("layer", [-1, 2, 100, np.int64(2), torch.tensor(-1)])
 def test_layer_out_of_range(layer):
     model = tiny_model("llama")
     with pytest.raises(IndexError, match=r"0\.\.1"):
         model.spec.block(model.hf, layer)
     with pytest.raises(IndexError):
         model.spec.part(model.hf, "mlp_down", layer)
+
+
+@pytest.mark.parametrize("layer", [1, np.int64(1), np.int32(1), np.uint8(1), torch.tensor(1), torch.tensor([1])])
+def test_layer_any_integer(layer):
+    """NumPy and torch integers (e.g. from argmax or a numpy range) name layers like Python ints."""
+    model = tiny_model("llama")
+    assert model.spec.check_layer(layer) == 1 and type(model.spec.check_layer(layer)) is int
+    assert model.spec.block(model.hf, layer) is model.spec.blocks(model.hf)[1]
+
+
+@pytest.mark.parametrize(
+    "layer", [True, False, 1.0, np.float64(1), "1", None, torch.tensor(1.0), torch.tensor(True), torch.tensor([0, 1])]
+)
+def test_layer_not_a_whole_number(layer):
+    model = tiny_model("llama")
+    with pytest.raises(TypeError, match=r"not a whole number: give an int in 0\.\.1"):
+        model.spec.check_layer(layer)
+    with pytest.raises(TypeError):
+        model.spec.block(model.hf, layer)
 
 
 def test_part_errors():

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config
@@ -126,12 +127,16 @@ def test_other_version_or_digest_or_incomplete_cache_is_not_used(cache_copy, no_
     with pytest.raises(BuildStarted):
         load_model(SMOL, device="cpu")
     monkeypatch.setattr(models, "CACHE_VERSION", CACHE_VERSION)
-    (cache_copy / "COMPLETE").unlink()  # an interrupted build is never trusted
+    other = cache_copy.with_name(f"{SMOL}-{'0' * 16}-{CACHE_VERSION}")
+    cache_copy.rename(other)  # another GGUF's cache
     with pytest.raises(BuildStarted):
         load_model(SMOL, device="cpu")
-    cache_copy.rename(cache_copy.with_name(f"{SMOL}-{'0' * 16}-{CACHE_VERSION}"))  # another GGUF's cache
+    assert other.exists()  # left alone: it belongs to another GGUF file
+    other.rename(cache_copy)
+    (cache_copy / "COMPLETE").unlink()  # an interrupted build is never trusted: deleted, then rebuilt
     with pytest.raises(BuildStarted):
         load_model(SMOL, device="cpu")
+    assert not cache_copy.exists()
 
 
 def _truncate_weights(folder: Path) -> None:
@@ -177,12 +182,197 @@ def test_broken_cache_is_rebuilt(cache_copy, smollm2):
     assert not list(cache_copy.parent.glob(".build-*"))  # no scratch folders left behind
 
 
-def test_failure_after_reading_keeps_the_cache(cache_copy, no_build):
-    """An unavailable device is not a broken cache: the cache stays and nothing is rebuilt."""
-    with pytest.raises((RuntimeError, AssertionError)) as err:
-        load_model(SMOL, device="cuda:99")
-    assert not isinstance(err.value, BuildStarted)
+def test_failure_after_reading_keeps_the_cache(cache_copy, no_build, monkeypatch):
+    """A failure after the cache was read (here: moving to the device runs out of memory) is not a broken cache:
+    the cache stays and nothing is rebuilt."""
+
+    def out_of_memory(self, *args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(torch.nn.Module, "to", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        load_model(SMOL, device="cpu")
     assert (cache_copy / "COMPLETE").exists() and (cache_copy / "model.safetensors").exists()
+
+
+def _nan_weights_same_size(folder: Path) -> None:
+    """Overwrite 4 KiB in the middle of the weights with NaNs: same size, still a valid safetensors file."""
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2 // 4 * 4
+    data[middle : middle + 4096] = torch.full((1024,), float("nan")).numpy().tobytes()
+    _replace(path, bytes(data))
+
+
+def _one_changed_byte(folder: Path) -> None:
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) - 5] ^= 1  # the lowest bit of a weight near the end: logits move a little, nothing fails
+    _replace(path, bytes(data))
+
+
+def _delete_tokenizer_config(folder: Path) -> None:
+    (folder / "tokenizer_config.json").unlink()
+
+
+def _extra_file(folder: Path) -> None:
+    (folder / "added_tokens.json").write_text('{"<new>": 49152}')
+
+
+def _garble_marker(folder: Path) -> None:
+    _replace(folder / "COMPLETE", b'{"name": "smollm2-135m", "files"')
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "why"),
+    [
+        (_nan_weights_same_size, "model.safetensors has changed bytes"),
+        (_one_changed_byte, "model.safetensors has changed bytes"),
+        (_delete_tokenizer_config, "tokenizer_config.json missing"),
+        (_extra_file, "unexpected file added_tokens.json"),
+        (_garble_marker, "COMPLETE marker is unreadable"),
+        (_truncate_weights, "model.safetensors has"),
+        (_delete_weights, "model.safetensors missing"),
+    ],
+)
+def test_cache_is_verified_against_its_manifest(cache_copy, no_build, capsys, corrupt, why):
+    """Changed bytes (same size), missing, extra or unreadable files: each is detected before loading, said in one
+    line, and the folder is deleted and rebuilt (the rebuild stopped here by the spy)."""
+    corrupt(cache_copy)
+    with pytest.raises(BuildStarted):
+        load_model(SMOL, device="cpu")
+    assert not cache_copy.exists()
+    err = capsys.readouterr().err
+    assert f"rebuilding the {SMOL} cache" in err and why in err
+    assert len([line for line in err.splitlines() if "locedit:" in line]) == 1
+
+
+def test_manifest_lists_every_file(smol_folder):
+    info = json.loads((smol_folder / "COMPLETE").read_text())
+    files = sorted(p.name for p in smol_folder.iterdir() if p.name != "COMPLETE")
+    assert sorted(info["files"]) == files and "model.safetensors" in files and "tokenizer_config.json" in files
+    weights = smol_folder / "model.safetensors"
+    assert info["files"]["model.safetensors"]["size"] == weights.stat().st_size
+    assert info["files"]["model.safetensors"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("memo", [b"not json", b"", b"[1, 2]", b'{"x": 3}', b"\xff\xfe"])
+def test_broken_hash_memo_is_rewritten(cache_copy, no_build, capsys, memo):
+    """A broken hashes.json (the GGUF's memoised SHA-256) is ignored and rewritten, never an error on every run."""
+    memo_path = cache_copy.parent.parent / "hashes.json"
+    memo_path.unlink(missing_ok=True)
+    memo_path.write_bytes(memo)
+    load_model(SMOL, device="cpu")  # the cache itself is intact: no rebuild
+    assert "hashes.json is unreadable" in capsys.readouterr().err
+    known = json.loads(memo_path.read_text())
+    assert isinstance(known, dict) and all(len(v) == 64 for v in known.values())
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_build_folders_are_removed(cache_copy, no_build):
+    """Build folders of dead processes (this host) or untouched for an hour go; a live build is never touched."""
+    root = cache_copy.parent
+    host = models._host()
+    old = time.time() - 2 * models.STALE_BUILD_SECONDS
+    folders = {
+        "killed": root / f".build-{_dead_pid()}@{host}-abc12345",
+        "old_style": root / ".build-x1y2z3w4",  # a folder from an older locedit, untouched for two hours
+        "live": root / f".build-{os.getpid()}@{host}-live0000",  # a build under way in this process
+        "recent_old_style": root / ".build-recent00",  # an older locedit building right now
+        "other_host": root / f".build-{_dead_pid()}@{host}x-remote00",  # its pid means nothing here
+    }
+    for folder in folders.values():
+        (folder / "out").mkdir(parents=True)
+        (folder / "out" / "model.safetensors").write_bytes(b"partial")
+    for path in [folders["old_style"], *folders["old_style"].rglob("*")]:
+        os.utime(path, (old, old))
+    load_model(SMOL, device="cpu")
+    assert not folders["killed"].exists() and not folders["old_style"].exists()
+    assert folders["live"].exists() and folders["recent_old_style"].exists() and folders["other_host"].exists()
+
+
+# --- the build, on a tiny stand-in built-in (fast) ------------------------------------------------------------
+
+
+def tiny_tokenizer():
+    """A word-level tokenizer of the tiny vocabulary, built in memory (no download)."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tokenizer_models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, **{chr(ord("a") + i): i + 2 for i in range(26)}}
+    tokenizer = Tokenizer(tokenizer_models.WordLevel(vocab, unk_token="<eos>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<pad>")
+
+
+def tiny_folder(folder: Path, config: bool = True, weights: bool = True, tokenizer: bool = True) -> Path:
+    """A Hugging Face checkpoint folder of a tiny random Llama, with the parts asked for."""
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_config("llama")).save_pretrained(folder)
+    if tokenizer:
+        tiny_tokenizer().save_pretrained(folder)
+    if not weights:
+        (folder / "model.safetensors").unlink()
+    if not config:
+        (folder / "config.json").unlink()
+    return folder
+
+
+@pytest.fixture
+def tiny_builtin(tmp_path, monkeypatch) -> list[float]:
+    """A built-in "tiny-test" whose build writes a tiny Llama (no GGUF); returns the list of build start times."""
+    monkeypatch.setenv("LOCEDIT_CACHE", str(tmp_path / "cache"))
+    digest = "ab" * 32
+
+    def gguf(scratch: Path) -> tuple[Path, str]:
+        (scratch / "tiny.gguf").write_bytes(b"GGUF")
+        return scratch / "tiny.gguf", digest
+
+    builds: list[float] = []
+
+    def convert(_gguf: Path, out: Path) -> None:
+        builds.append(time.perf_counter())
+        time.sleep(0.5)  # long enough for a second process to arrive while it builds
+        tiny_folder(out)
+
+    monkeypatch.setitem(
+        BUILTINS, "tiny-test", models.Builtin("tiny", "locedit", "pip install locedit", gguf, lambda: digest)
+    )
+    monkeypatch.setattr(models, "_convert", convert)
+    return builds
+
+
+def test_two_processes_share_one_build(tiny_builtin):
+    """Two loaders starting on a cold cache at once: one builds, the other waits for it and uses its folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: models._builtin_cache("tiny-test"), range(2)))
+    assert folders[0] == folders[1] and len(tiny_builtin) == 1
+    assert models._cache_problem(folders[0]) is None
+    assert not list(folders[0].parent.glob(".build-*"))
+    model = load_model("tiny-test", device="cpu")
+    assert model.spec.family == "llama" and len(tiny_builtin) == 1
+
+
+def test_rebuild_after_damage_is_verified_again(tiny_builtin, capsys):
+    folder = models._builtin_cache("tiny-test")
+    (folder / "tokenizer_config.json").unlink()
+    model = load_model("tiny-test", device="cpu")
+    assert len(tiny_builtin) == 2 and models._cache_problem(folder) is None
+    assert model.tokenizer.pad_token == "<pad>"
+    assert "tokenizer_config.json missing" in capsys.readouterr().err
 
 
 # --- errors users meet ------------------------------------------------------------------------------------------
@@ -335,3 +525,210 @@ def test_native_bf16_reads_the_cpu_flags(monkeypatch):
         FakePath.flags = flags
         assert models.native_bf16("cpu") is expected
     assert models.native_bf16("cuda") is True and models.native_bf16("mps") is False
+
+
+# --- clear errors at every entry point ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompts", "error", "match"),
+    [
+        ("", ValueError, "prompt 0 is empty"),
+        (["Paris", ""], ValueError, "prompt 1 is empty"),
+        ([], ValueError, "no prompts given"),
+        (123, TypeError, "a string or a list of strings, not a int"),
+        (None, TypeError, "not a NoneType"),
+        (b"Paris", TypeError, "not a bytes"),
+        (torch.tensor([1, 2]), TypeError, r"call model\.hf\(input_ids=\.\.\.\)"),
+        (["Paris", 3], TypeError, "prompt 1 is a int"),
+    ],
+)
+def test_bad_prompts(smollm2, prompts, error, match):
+    for call in (smollm2.encode, smollm2.next_token_probs):
+        with pytest.raises(error, match=match):
+            call(prompts)
+
+
+def test_prompts_in_any_sequence(smollm2):
+    expected = smollm2.encode([PROMPT, "Paris"])["input_ids"]
+    for prompts in ((PROMPT, "Paris"), np.array([PROMPT, "Paris"]), iter([PROMPT, "Paris"])):
+        assert torch.equal(smollm2.encode(prompts)["input_ids"], expected)
+    with pytest.raises(TypeError, match="not a dict"):
+        smollm2.encode({"input_ids": expected})
+    with pytest.raises(TypeError, match="prompt 0 is a int64"):
+        smollm2.encode(np.array([1, 2]))
+
+
+def test_prompt_longer_than_the_context(smollm2, tmp_path):
+    limit = smollm2.context_length
+    assert limit == smollm2.hf.config.max_position_embeddings
+    long = "the " * (limit + 10)
+    n = len(smollm2.tokenizer(long)["input_ids"])
+    assert n > limit
+    with pytest.raises(ValueError, match=rf"prompt 1 is {n:,} tokens, more than the {limit:,}"):
+        smollm2.encode(["Paris", long])
+    with pytest.raises(ValueError, match="shorten it"):
+        smollm2.top_tokens(long)
+    # a family with learned positions (GPT-2, 64 of them) raised an IndexError deep inside the model
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=64, vocab_size=len(smollm2.tokenizer))
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    smollm2.tokenizer.save_pretrained(tmp_path)
+    gpt2 = load_model(tmp_path, device="cpu")
+    assert gpt2.context_length == 64
+    fits = "the" + " the" * 63
+    assert len(gpt2.str_tokens(fits)) == 64
+    gpt2.next_token_probs(fits)
+    with pytest.raises(ValueError, match="65 tokens, more than the 64"):
+        gpt2.next_token_probs(fits + " the")
+
+
+def test_top_tokens_arguments(smollm2):
+    with pytest.raises(TypeError, match="give one prompt as a string, not a list"):
+        smollm2.top_tokens([PROMPT, "Paris"])  # silently answered for the first prompt only before
+    with pytest.raises(ValueError, match="empty"):
+        smollm2.top_tokens("")
+    expected = smollm2.top_tokens(PROMPT, k=2)
+    assert smollm2.top_tokens(PROMPT, k=np.int64(2)) == expected == smollm2.top_tokens(PROMPT, k=torch.tensor(2))
+    for k in (2.0, "2", True, np.float32(2), torch.tensor(2.0), None):
+        with pytest.raises(TypeError, match="k must be a whole number"):
+            smollm2.top_tokens(PROMPT, k=k)
+    for k in (0, -1, smollm2.spec.vocab_size + 1):
+        with pytest.raises(ValueError, match=rf"k = {k} is out of range: give 1\.\.{smollm2.spec.vocab_size:,}"):
+            smollm2.top_tokens(PROMPT, k=k)
+
+
+def test_str_tokens_and_token_id_need_strings(smollm2):
+    with pytest.raises(TypeError, match="one prompt as a string"):
+        smollm2.str_tokens(["a", "b"])
+    assert smollm2.str_tokens("") == []
+    with pytest.raises(TypeError, match="a target is a string"):
+        smollm2.token_id(42)
+
+
+def test_load_model_takes_a_path(tmp_path):
+    folder = tiny_folder(tmp_path / "tiny")
+    model = load_model(folder, device="cpu")
+    assert model.spec.family == "llama" and model.name == str(folder)
+    assert load_model(str(folder), device="cpu").name == str(folder)
+    with pytest.raises(TypeError, match=r"str or pathlib\.Path"):
+        load_model(42)
+    with pytest.raises(TypeError, match="torch.dtype"):
+        load_model(folder, dtype="float16")
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: p / "nowhere", "the folder .*nowhere' does not exist"),
+        (lambda p: (p / "f.txt", (p / "f.txt").write_text("x"))[0], "is a file: pass the folder"),
+        (lambda p: p, "not a Hugging Face model folder: it has no config.json"),
+        (lambda p: tiny_folder(p, config=False), "no config.json"),
+        (lambda p: tiny_folder(p, weights=False), r"has no weights \(model\.safetensors"),
+        (lambda p: tiny_folder(p, tokenizer=False), r"has no tokenizer .*tokenizer\.save_pretrained"),
+    ],
+)
+@pytest.mark.parametrize("as_path", [True, False])
+def test_folder_that_is_not_a_model(tmp_path, make, match, as_path):
+    folder = make(tmp_path)
+    with pytest.raises(ModelNotAvailableError, match=match):
+        load_model(folder if as_path else str(folder), device="cpu")
+
+
+def test_relative_path_that_does_not_exist():
+    with pytest.raises(ModelNotAvailableError, match="the folder './no/such/model' does not exist"):
+        load_model("./no/such/model", device="cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3", torch.device("cuda", 1)])
+def test_cuda_without_a_gpu(device, cache_copy, no_build):
+    with pytest.raises(ValueError, match="sees no CUDA GPU; use device='auto' .* or 'cpu'"):
+        load_model(SMOL, device=device)
+    assert (cache_copy / "COMPLETE").exists()  # refused before the cache was touched
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+def test_cuda_index_beyond_the_gpus():
+    count = torch.cuda.device_count()
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match=rf"this machine has {count} CUDA device\(s\).*'auto'"):
+        resolve_device(f"cuda:{count}")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has Apple MPS")
+def test_mps_elsewhere():
+    with pytest.raises(ValueError, match="Apple MPS .*use device='auto'"):
+        resolve_device("mps")
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "", 0])
+def test_unknown_device(device):
+    with pytest.raises((ValueError, TypeError), match="'auto'"):
+        resolve_device(device)
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path) -> list[str]:
+    """Make every way of opening a connection raise, and record the attempts."""
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(what):
+        def connect(*args, **kwargs):
+            attempts.append(f"{what}{args[1:3] if what == 'connect' else args[:2]}")
+            raise OSError(f"test: no network ({what})")
+
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    # huggingface_hub remembers its agent registry (fetched while building request headers) in the process and on
+    # disk: forget both, so that a fetch attempt cannot hide behind an earlier test's
+    import huggingface_hub.constants
+    import huggingface_hub.utils._detect_agent as detect_agent
+
+    monkeypatch.setattr(detect_agent, "_registry", None, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
+    return attempts
+
+
+def test_hub_id_without_allow_download_opens_no_connection(no_network, monkeypatch, tmp_path):
+    """Not even the request that huggingface_hub makes while building its request headers."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelNotAvailableError, match=r"allow_download=True"):
+        load_model("locedit-tests/definitely-not-a-model", device="cpu")
+    with pytest.raises(ModelNotAvailableError, match=r"Did you mean 'smollm2-135m'"):
+        load_model("smollm2", device="cpu")
+    assert no_network == []
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # restored
+
+
+def test_builtin_and_folder_load_without_network(no_network, cache_copy, tmp_path):
+    load_model(SMOL, device="cpu")
+    load_model(tiny_folder(tmp_path / "tiny"), device="cpu")
+    assert no_network == []
+
+
+def test_hub_id_in_the_local_hf_cache_loads_offline(no_network, monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--locedit-tests--tiny"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    tiny_folder(repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    model = load_model("locedit-tests/tiny", device="cpu")
+    assert model.spec.family == "llama" and model.name == "locedit-tests/tiny"
+    assert no_network == []
+    (repo / "snapshots" / commit / "model.safetensors").unlink()  # an incomplete download
+    with pytest.raises(ModelNotAvailableError, match="has no weights"):
+        load_model("locedit-tests/tiny", device="cpu")

@@ -208,9 +208,25 @@ class ArchSpec:
         """The unembedding matrix W_U as [vocab, d_model] (tied to the embeddings for SmolLM2)."""
         return self.part(model, "unembed").weight
 
-    def check_layer(self, layer: int) -> None:
-        if not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+    def check_layer(self, layer: int) -> int:
+        """``layer`` as a plain int if it names a block: any whole number (a Python or NumPy integer, or a
+        one-element integer tensor); a TypeError for bools, floats and anything else, an IndexError out of range."""
+        dtype = str(getattr(layer, "dtype", ""))
+        whole = not (
+            isinstance(layer, bool) or dtype in ("bool", "torch.bool") or "float" in dtype or "complex" in dtype
+        )
+        try:
+            index = layer.__index__() if whole else None
+        except (AttributeError, TypeError, RuntimeError, ValueError):
+            index = None
+        if index is None:
+            raise TypeError(
+                f"layer {layer!r} is a {type(layer).__name__}, not a whole number: "
+                f"give an int in 0..{self.n_layers - 1}"
+            )
+        if not 0 <= index < self.n_layers:
             raise IndexError(f"layer {layer!r} out of range: this model has layers 0..{self.n_layers - 1}")
+        return index
 
 
 def spec_for(model: nn.Module) -> ArchSpec:

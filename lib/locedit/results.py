@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from locedit.files import write_atomic
 
 VERDICTS = ("reproduced", "partly", "not reproduced")
 
@@ -74,14 +75,8 @@ class ChapterResults:
             "claims": [asdict(c) for c in self.claims],
         }
         path = folder / f"{self.chapter}.results.json"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(payload, f, indent=2)
-            os.replace(tmp, path)
-        except BaseException:  # e.g. a metric JSON cannot hold: the old file stays, no stray temporary file
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # json.dumps first: a metric JSON cannot hold fails before anything is written (the old file stays)
+        write_atomic(path, json.dumps(payload, indent=2))
         return path
 
 

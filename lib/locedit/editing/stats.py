@@ -7,22 +7,22 @@ distribution of keys. The book says so where it uses it.
 
 Both the corpus (token ids) and each layer's C are cached under ``cache_dir()/"stats"``, in files named by the
 model, a fingerprint of its weights (so an edited model, or another checkpoint under the same name, gets its own
-statistics), the layer, the corpus id and the number of tokens. Files are written atomically. Every layer asked
-for in one call is computed in one pass over the corpus.
+statistics), the layer, the corpus id and the number of tokens. Files are written atomically; a file that cannot
+be read (truncated, garbled) counts as missing and is recomputed. Every layer asked for in one call is computed in
+one pass over the corpus.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from locedit.editing.common import run_until
+from locedit.files import load_torch, save_atomic
 from locedit.hooks import patch
 from locedit.models import Model, cache_dir
 
@@ -58,18 +58,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-60:]
 
 
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @torch.no_grad()
 def sample_corpus(
     model: Model, n_tokens: int, seq_len: int = 128, top_k: int = 40, seed: int = 0, batch_size: int = 32
@@ -78,8 +66,9 @@ def sample_corpus(
     n_seq = -(-n_tokens // seq_len)
     corpus_id = f"sampled-k{top_k}-s{seed}-len{seq_len}"
     path = cache_dir() / "stats" / f"{_safe(model.name)}-{model_fingerprint(model)}-{corpus_id}-n{n_seq}.pt"
-    if path.exists():
-        return torch.load(path)
+    cached = load_torch(path)
+    if isinstance(cached, torch.Tensor) and cached.ndim == 2 and len(cached) == n_seq:
+        return cached
     tok = model.tokenizer
     starts = [tok(" " + s if i else s, add_special_tokens=False)["input_ids"][:1] for i, s in enumerate(STARTS)]
     rows = []
@@ -97,7 +86,7 @@ def sample_corpus(
         )
         rows.append(out[:, :seq_len].cpu())
     ids = torch.cat(rows)
-    _save_atomic(ids, path)
+    save_atomic(ids, path)
     return ids
 
 
@@ -129,8 +118,9 @@ def key_second_moment(
     out: dict[int, torch.Tensor] = {}
     missing = []
     for layer, path in paths.items():
-        if path.exists():
-            out[layer] = torch.load(path)["mom2"]
+        cached = load_torch(path)
+        if isinstance(cached, dict) and isinstance(cached.get("mom2"), torch.Tensor):
+            out[layer] = cached["mom2"]
         else:
             missing.append(layer)
     if missing:
@@ -150,7 +140,7 @@ def key_second_moment(
                 count += batch.numel()
         for layer in missing:
             mom2 = sums[layer] / count
-            _save_atomic({"mom2": mom2, "count": count, "corpus": corpus_id, "model": model.name}, paths[layer])
+            save_atomic({"mom2": mom2, "count": count, "corpus": corpus_id, "model": model.name}, paths[layer])
             out[layer] = mom2
         if verbose:
             print(f"key statistics for layers {missing}: {count} tokens, {time.perf_counter() - started:.1f} s")
