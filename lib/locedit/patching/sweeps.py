@@ -37,10 +37,12 @@ def sweep(
         base: the base run's prompt(s) or encoded inputs (``input_ids`` [B, T], optional ``attention_mask``).
         patches: one :class:`Patch` per result row (a bare list of interventions or a single intervention is a
             patch on base row 0).
-        metric: ``metric(logits)`` or ``metric(logits, base_rows)`` → one value (or tensor) per row, where
-            ``logits`` is [rows, len(read_positions), vocab] float32 and ``base_rows`` [rows] says which base row
-            each row started from. It is called on batches of rows and must treat rows independently. ``None``
-            returns the logits themselves.
+        metric: ``metric(logits)`` or ``metric(logits, base_rows)`` → one value per row [rows] (or one tensor of a
+            fixed shape per row, [rows, ...]), where ``logits`` is [rows, len(read_positions), vocab] float32 and
+            ``base_rows`` [rows] says which base row each row started from. The base rows go to a second
+            positional parameter only when it has no default: in ``lambda logits, t=tid: ...`` (the loop idiom)
+            ``t`` keeps its default. The metric is called on batches of rows and must treat rows independently.
+            ``None`` returns the logits themselves.
         base_interventions: applied to the base run and, with it, to every patched row (``rows`` index base rows):
             e.g. noise on the subject's embeddings for causal tracing. Callable values must act row- and
             position-wise (the engine may call them on a subset of positions).
@@ -107,34 +109,48 @@ def _read_positions(read_positions: int | Sequence[int], seq: int) -> list[int]:
 
 
 def _scorer(metric: Metric | None) -> Score:
-    """``metric`` as the engine calls it, ``score(logits, base_rows)``."""
-    two_args = _takes_two(metric)
+    """``metric`` as the engine calls it, ``score(logits, base_rows)``: float32 logits in, the base rows passed only
+    to a metric that takes them (:func:`_takes_rows`), its output checked to be one value (or one tensor of the same
+    shape in every batch) per row, and returned as float32 on the CPU."""
+    takes_rows = _takes_rows(metric)
+    per_row: list[tuple[int, ...]] = []  # the shape of one row's value, from the first batch
 
     def score(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         if metric is None:
             return logits
-        out = metric(logits, rows) if two_args else metric(logits)
-        out = torch.as_tensor(out)
-        if out.dim() == 0 or out.shape[0] != logits.shape[0]:
+        out = torch.as_tensor(metric(logits, rows) if takes_rows else metric(logits))
+        n = logits.shape[0]
+        if out.dim() == 0 or out.shape[0] != n:
             raise ValueError(
-                f"the metric must return one value (or one tensor) per row: got shape {tuple(out.shape)} "
-                f"for {logits.shape[0]} rows"
+                f"the metric must return one value (or one tensor) per row: it returned shape {tuple(out.shape)} "
+                f"for a batch of {n} rows; return [rows] (or [rows, ...]), e.g. logits[:, -1, token] rather than "
+                "a mean over the batch"
+            )
+        if not per_row:
+            per_row.append(tuple(out.shape[1:]))
+        elif tuple(out.shape[1:]) != per_row[0]:
+            raise ValueError(
+                f"the metric's value per row depends on the batch: shape {list(per_row[0])} in one batch of rows, "
+                f"{list(out.shape[1:])} in another of {n} rows; return one value (or one tensor of a fixed shape) "
+                "per row, computed from that row alone"
             )
         return out.detach().float().cpu()
 
     return score
 
 
-def _takes_two(metric: Metric | None) -> bool:
+def _takes_rows(metric: Metric | None) -> bool:
+    """Whether ``metric`` is called as ``metric(logits, base_rows)``: it has a second positional parameter without
+    a default (or ``*args``). A defaulted one (``lambda logits, t=tid: ...``) keeps its default."""
     if metric is None:
         return False
     try:
         params = inspect.signature(metric).parameters.values()
     except (TypeError, ValueError):
         return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+    required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    return len(required) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 # --- conveniences ------------------------------------------------------------------------------------------------
