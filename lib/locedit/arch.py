@@ -69,7 +69,10 @@ class SiteKind:
         2l + 1; ``embed`` is 0, with ``resid_pre.0``."""
         if layer is None:
             return 0
-        return 2 * layer + {"before": 0, "inside": 1, "after": 2}[self.place]
+        return 2 * layer + _PLACE_STAGE[self.place]
+
+
+_PLACE_STAGE = {"before": 0, "inside": 1, "after": 2}
 
 
 #: The sites a hook can address, by name: ``SITES["z"].feature == "heads"``. Iterating gives the names.

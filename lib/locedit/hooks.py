@@ -6,7 +6,14 @@ A :class:`Site` names an activation in family-independent terms (``Site("mlp_act
 
 Everything runs on the real Hugging Face modules through PyTorch hooks, so an unpatched run is bit-identical to
 the model's own forward pass. Hooks live only inside the :func:`patch` context manager and are removed on every
-exit path, exceptions included.
+exit path, exceptions included. ``patch(model, record=[...], stop=True)`` ends the forward pass once the last
+recorded site has been computed (ROME's ``nethook.Trace(stop=True)``): keys and residuals at a middle layer without
+running the layers above.
+
+The site layer underneath, shared with the patching engine (:mod:`locedit.patching`): :func:`locate` (the module
+a site lives on, and whether it is that module's input or output, from the table :data:`locedit.arch.SITES`),
+:func:`attach` (hook site functions onto their modules for the duration of a ``with`` block), :func:`as_index`
+and :func:`combine` (the index and arithmetic rules of an intervention).
 
 Shapes: residual-stream sites are [batch, seq, d_model]; ``z`` is [batch, seq, n_heads, head_dim];
 ``mlp_act`` and ``mlp_up`` are [batch, seq, d_mlp].

@@ -30,8 +30,9 @@ class Patch:
     """One row of a sweep: ``interventions`` applied together, starting from base row ``row``.
 
     The interventions' ``rows`` must be left at ``None`` (a patch *is* one row). A tensor value with the site's full
-    shape ([1 or base batch, seq, ...], e.g. from :func:`record`) is indexed at the patch's positions (and at row
-    ``row`` when it has one row per base row); any other tensor is broadcast to the selection [1, positions, ...].
+    shape ([1 or base batch, seq, ...], e.g. from :func:`~locedit.patching.record`) is indexed at the patch's
+    positions (and at row ``row`` when it has one row per base row); any other tensor is broadcast to the selection
+    [1, positions, ...].
     """
 
     interventions: tuple[Intervention, ...]
@@ -137,7 +138,9 @@ def row_view(iv: Intervention, row: int, n_rows: int, seq: int, model: Model, wh
 @dataclass
 class CompiledOp:
     """A view resolved for the engine: ``value`` is a tensor of the row's selection shape [k, (k_index), ...] in the
-    run's dtype (``fused``), or the view's callable / clamp pair."""
+    run's dtype (``fused``), or the view's callable / clamp pair. ``stage`` is the site's order along the forward
+    pass (:meth:`locedit.arch.SiteKind.stage`: stream point j, the input of layer j, is 2j; the inside of layer l
+    is 2l+1)."""
 
     site: Site
     op: str
@@ -145,12 +148,7 @@ class CompiledOp:
     index: torch.Tensor | None
     value: Any
     fused: bool
-
-    @property
-    def stage(self) -> int:
-        """Order along the forward pass (:meth:`locedit.arch.SiteKind.stage`): stream point j (the input of layer
-        j) is 2j, the inside of layer l is 2l+1."""
-        return self.site.kind.stage(self.site.layer)
+    stage: int
 
 
 def compile_view(view: RowView, spec: ArchSpec, dtype: torch.dtype, device: torch.device) -> CompiledOp:
@@ -169,9 +167,9 @@ def compile_view(view: RowView, spec: ArchSpec, dtype: torch.dtype, device: torc
         else:
             value = torch.full(shape, float(value))
         value = value.to(device=device, dtype=dtype).contiguous()
-    return CompiledOp(
-        view.site, view.op, view.pos.to(device), None if view.index is None else view.index.to(device), value, fused
-    )
+    index = None if view.index is None else view.index.to(device)
+    stage = view.site.kind.stage(view.site.layer)
+    return CompiledOp(view.site, view.op, view.pos.to(device), index, value, fused, stage)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from locedit.arch import SITES
 from locedit.hooks import Intervention, Site, run_with
 from locedit.models import Model
 from locedit.patching.dtype import as_dtype
@@ -203,7 +204,8 @@ def activation_patching_grid(
     positions = list(range(seq)) if positions is None else list(positions)
     sites = [Site(site, layer) for layer in layers]
     values = record(run, clean_in, sites)
-    heads = list(range(run.spec.n_heads)) if site == "z" else [None]
+    per_head = site in SITES and SITES[site].feature == "heads"  # z: one head at a time
+    heads = list(range(run.spec.n_heads)) if per_head else [None]
     patches = [
         Patch([Intervention(s, "replace", values[str(s)], positions=[p], index=None if h is None else [h])])
         for s in sites
@@ -220,5 +222,5 @@ def activation_patching_grid(
         batch_size=batch_size,
         skip_noops=skip_noops,
     )
-    shape = (len(layers), len(positions)) + ((len(heads),) if site == "z" else ())
+    shape = (len(layers), len(positions)) + ((len(heads),) if per_head else ())
     return out.reshape(*shape, *out.shape[1:])
