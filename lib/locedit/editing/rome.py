@@ -287,7 +287,7 @@ def _layer_of(model: Model, module: nn.Module) -> int:
 @torch.no_grad()
 def _stream_into(model: Model, layer: int, inputs: dict[str, torch.Tensor], past) -> torch.Tensor:
     """The residual stream entering decoder layer ``layer`` in the model's own forward pass over ``inputs``
-    (after the cached ``past``, left untouched): [batch, seq, d_model]. The layers after ``layer`` are not run."""
+    (after the cached ``past``, left untouched): [batch, seq, d_model]. Layer ``layer`` and those above are not run."""
     cache = copy.deepcopy(past) if past is not None else None
     with patch(model, record=[f"resid_pre.{layer}"], stop=True) as acts:
         model.hf(**inputs, cache=cache, use_cache=cache is not None)
