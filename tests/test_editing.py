@@ -298,28 +298,6 @@ def test_batched_editors_match_one_at_a_time(tiny_tok):
         rome_each(tiny_tok, facts, hp, batch_size=0)
 
 
-def test_run_until_records_what_the_full_forward_does(smollm2):
-    """Stopping after block l reads the same keys and residuals as a whole forward pass, and leaves no hook."""
-    from locedit.editing.common import run_until
-    from locedit.hooks import patch
-
-    inputs = smollm2.encode(["The capital of France is", "Danielle Darrieux's mother tongue is"])
-    sites = ["mlp_act.4", "resid_post.6"]
-    hooks = lambda: sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in smollm2.hf.modules())  # noqa: E731
-    before = hooks()
-    with torch.no_grad():
-        with patch(smollm2, record=sites) as full:
-            smollm2.hf(**inputs)
-        with patch(smollm2, record=sites) as part:
-            run_until(smollm2, 6, **inputs)
-    for site in sites:
-        assert torch.equal(full[site], part[site]), site
-    assert hooks() == before
-    with pytest.raises(IndexError, match="out of range"):
-        run_until(smollm2, 99, **inputs)
-    assert hooks() == before
-
-
 def test_prefixes_start_at_the_document_boundary(smollm2, monkeypatch):
     """Every sampled prefix starts at <|endoftext|>; MEMIT's start words follow it, and count in the length as in
     the released code (its max_out_len), while the boundary token does not."""

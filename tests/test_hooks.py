@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from conftest import TINY_FAMILIES, tiny_inputs, tiny_model
 from locedit.arch import SITES
-from locedit.hooks import Intervention, Site, all_sites, patch, run_with
+from locedit.hooks import Intervention, Site, all_sites, attach, locate, patch, run_with
 
 CLEAN = "The Eiffel Tower is located in the city of"
 CORRUPT = "The Colosseum is located in the city of"
@@ -473,7 +474,7 @@ def test_hooks_removed_after_bad_site_midway(tiny, monkeypatch):
     import locedit.hooks
 
     located = []
-    real_locate = locedit.hooks._locate
+    real_locate = locedit.hooks.locate
 
     def locate(spec, model, site):
         located.append(site)
@@ -481,7 +482,7 @@ def test_hooks_removed_after_bad_site_midway(tiny, monkeypatch):
             raise IndexError("third site fails")
         return real_locate(spec, model, site)
 
-    monkeypatch.setattr(locedit.hooks, "_locate", locate)
+    monkeypatch.setattr(locedit.hooks, "locate", locate)
     before = _hooks(tiny.hf)
     with pytest.raises(IndexError, match="third"), patch(tiny, record=_every_site(tiny.spec)):
         pass
@@ -580,3 +581,178 @@ def test_patch_without_interventions_is_transparent_under_grad(family):
     with patch(model, record=_every_site(model.spec)):
         logits = model.hf(**inputs).logits
     assert torch.equal(logits, reference)
+
+
+# --- (h) the site layer: locate and attach -----------------------------------------------------------------------
+
+
+def test_locate_follows_the_site_table(tiny):
+    """Each site resolves to the module and side SITES names for it."""
+    spec, hf = tiny.spec, tiny.hf
+    for site in _every_site(spec, layers=[1]):
+        module, side = locate(spec, hf, site)
+        kind = SITES[site.name]
+        assert side == kind.side
+        expected = spec.block(hf, 1) if kind.part == "block" else spec.part(hf, kind.part, site.layer)
+        assert module is expected
+    with pytest.raises(IndexError, match="out of range"):
+        locate(spec, hf, Site("mlp_out", spec.n_layers))
+
+
+def test_attach_shapes_heads_and_always_detaches(tiny):
+    """Site functions see the site's own shape (z per head) and may replace it; every hook goes on exit."""
+    inputs = tiny_inputs()
+    clean = _logits(tiny, inputs)
+    before = _hooks(tiny.hf)
+    seen = {}
+
+    def read(name):
+        def fn(x):
+            seen[name] = x.shape
+            return x
+
+        return fn
+
+    sites = [Site("z", 0), Site("mlp_act", 1), Site("resid_pre", 1)]
+    with torch.no_grad(), attach(tiny, {s: read(str(s)) for s in sites}):
+        assert torch.equal(tiny.hf(**inputs).logits, clean)
+    for s in sites:
+        assert seen[str(s)] == _expected_shape(tiny.spec, s.name, *inputs["input_ids"].shape)
+    assert _hooks(tiny.hf) == before
+    with pytest.raises(RuntimeError, match="inside"), attach(tiny, [(Site("z", 0), lambda x: x * 0)]):
+        raise RuntimeError("inside")
+    assert _hooks(tiny.hf) == before
+    with torch.no_grad(), attach(tiny, [(Site("z", 0), lambda x: x * 0)]):
+        zeroed = tiny.hf(**inputs).logits
+    assert not torch.equal(zeroed, clean)
+
+
+# --- (i) record up to a site and stop -----------------------------------------------------------------------------
+
+
+def test_stop_records_what_the_full_forward_does(smollm2):
+    """Stopping after block l reads the same keys and residuals as a whole forward pass, and leaves no hook."""
+    inputs = smollm2.encode(["The capital of France is", "Danielle Darrieux's mother tongue is"])
+    sites = ["mlp_act.4", "resid_post.6"]
+    hooks = lambda: sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in smollm2.hf.modules())  # noqa: E731
+    before = hooks()
+    with torch.no_grad():
+        with patch(smollm2, record=sites) as full:
+            smollm2.hf(**inputs)
+        with patch(smollm2, record=sites, stop=True) as part:
+            smollm2.hf(**inputs)
+    for site in sites:
+        assert torch.equal(full[site], part[site]), site
+    assert hooks() == before
+    with pytest.raises(IndexError, match="out of range"), patch(smollm2, record=["resid_post.99"], stop=True):
+        smollm2.hf(**inputs)
+    assert hooks() == before
+
+
+def _calls(model) -> tuple[list, list]:
+    """Hooks that log each decoder block that ran to its end (its index) and the final norm ("norm"); returns the log
+    and the hooks' handles."""
+    ran: list = []
+    handles = [
+        block.register_forward_hook(lambda *_a, j=j: ran.append(j))
+        for j, block in enumerate(model.spec.blocks(model.hf))
+    ]
+    handles.append(model.spec.part(model.hf, "final_norm").register_forward_hook(lambda *_a: ran.append("norm")))
+    return ran, handles
+
+
+# (recorded sites, the blocks that run to their end before the stop)
+STOPS = [
+    (["embed"], []),
+    (["resid_pre.0"], []),
+    (["embed", "resid_pre.1"], [0]),
+    (["resid_pre.1", "resid_post.0"], [0]),
+    (["resid_post.0"], [0]),
+    (["z.1", "resid_post.0"], [0, 1]),
+    (["mlp_act.0"], [0]),
+    (["mlp_up.1", "attn_out.1", "resid_pre.1"], [0, 1]),
+    (["resid_post.1"], [0, 1]),
+]
+
+
+@pytest.mark.parametrize(("sites", "blocks"), STOPS, ids=[",".join(s) for s, _ in STOPS])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_stop_after_the_last_recorded_site(family, sites, blocks):
+    """The forward ends right after the latest recorded site (at a block's input for resid_pre): the later blocks
+    and the final norm never run, every recorded value equals the full run's, and no hook is left."""
+    model = tiny_model(family)
+    inputs = tiny_inputs()
+    before = _hooks(model.hf)
+    with torch.no_grad(), patch(model, record=sites) as full:
+        model.hf(**inputs)
+    ran, handles = _calls(model)
+    after_forward = []
+    try:
+        with torch.no_grad(), patch(model, record=sites, stop=True) as part:
+            model.hf(**inputs)
+            after_forward.append(True)  # never reached: the stop leaves the block
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert ran == blocks
+    assert not after_forward
+    assert set(part) == set(full)
+    for site in sites:
+        assert torch.equal(part[site], full[site]), site
+    assert _hooks(model.hf) == before
+
+
+def test_stop_lets_other_exceptions_through(tiny):
+    inputs = tiny_inputs()
+    before = _hooks(tiny.hf)
+
+    def boom(x):
+        raise RuntimeError("value function failed")
+
+    with pytest.raises(RuntimeError, match="value function failed"):  # noqa: SIM117
+        with patch(tiny, [Intervention("mlp_act.0", "replace", boom)], record=["resid_post.1"], stop=True):
+            tiny.hf(**inputs)
+    assert _hooks(tiny.hf) == before
+    with pytest.raises(KeyError, match="in the block"), patch(tiny, record=["resid_post.0"], stop=True):
+        raise KeyError("in the block")
+    assert _hooks(tiny.hf) == before
+    with pytest.raises(ValueError, match="record"), patch(tiny, stop=True):
+        pass
+    assert _hooks(tiny.hf) == before
+
+
+def test_nested_stops_each_catch_their_own(tiny):
+    """An inner patch lets an outer patch's stop through (the outer one's block ends there)."""
+    inputs = tiny_inputs()
+    before = _hooks(tiny.hf)
+    reached = []
+    with torch.no_grad(), patch(tiny, record=["resid_post.0"], stop=True) as outer:
+        with patch(tiny, record=["resid_post.1"], stop=True) as inner:
+            tiny.hf(**inputs)
+        reached.append("after inner")
+    assert not reached and "resid_post.0" in outer and not inner
+    with torch.no_grad(), patch(tiny, record=["resid_post.1"], stop=True) as outer:
+        with patch(tiny, record=["resid_post.0"], stop=True) as inner:
+            tiny.hf(**inputs)
+        reached.append("after inner")
+    assert reached == ["after inner"] and "resid_post.0" in inner and not outer
+    assert _hooks(tiny.hf) == before
+
+
+# --- (j) layers given as NumPy or torch integers -----------------------------------------------------------------
+
+
+def test_site_layers_as_numpy_and_torch_integers(tiny):
+    layer = torch.argmax(torch.tensor([0.1, 0.9]))  # a 0-d int64 tensor
+    for given in (np.int64(1), np.int32(1), torch.tensor(1), layer):
+        site = Site("mlp_out", given)
+        assert site == Site("mlp_out", 1) and type(site.layer) is int and str(site) == "mlp_out.1"
+    assert Site.parse("resid_post.1") == Site("resid_post", np.int64(1))
+    inputs = tiny_inputs()
+    with torch.no_grad(), patch(tiny, [Intervention(Site("mlp_out", layer), "scale", 0.0)], record=[Site("z", layer)]):
+        tiny.hf(**inputs)
+    for bad in (True, np.True_, torch.tensor(True), 1.0, np.float64(1.0), torch.tensor(1.0)):
+        with pytest.raises(TypeError, match="layer must be an integer"):
+            Site("mlp_out", bad)
+    with pytest.raises(ValueError, match="must be an integer"):
+        Site.parse("resid_post.1.5")

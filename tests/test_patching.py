@@ -143,6 +143,33 @@ def test_no_op_patches_are_skipped_exactly(smollm2):
     assert (skipped - baseline).abs().max() <= TOL
 
 
+def test_a_defaulted_second_parameter_is_not_given_the_base_rows(smollm2):
+    """The loop idiom ``lambda logits, t=tid: ...`` keeps its default: only a parameter without one gets the base
+    rows (filled with them, the grid came back with an extra axis of ~1e-7 values and no error)."""
+    paris = smollm2.token_id(" Paris")
+    kwargs = {"layers": [3], "positions": [0, 9]}
+    plain = activation_patching_grid(
+        smollm2, CLEAN, CORRUPT, lambda logits: logits[:, -1].softmax(-1)[:, paris], **kwargs
+    )
+    looped = [
+        activation_patching_grid(smollm2, CLEAN, CORRUPT, lambda logits, t=t: logits[:, -1].softmax(-1)[:, t], **kwargs)
+        for t in [paris]
+    ]
+    assert plain.shape == looped[0].shape == (1, 2)
+    assert torch.equal(looped[0], plain)
+
+
+def test_metric_output_shape_is_checked(smollm2):
+    """One value (or one tensor of a fixed shape) per row, whatever the batch: anything else is a clear error."""
+    patches = [[Intervention("resid_post.3", "add", 1.0, positions=[p])] for p in (9, 9, 5)]  # batches of 2 and 1
+    with pytest.raises(ValueError, match=r"one value .*per row.*shape \(\) for a batch of 1 rows"):
+        sweep(smollm2, CORRUPT, patches, lambda logits: logits.mean())
+    with pytest.raises(ValueError, match="per row"):
+        sweep(smollm2, CORRUPT, patches, lambda logits: logits[0, -1, :3])
+    with pytest.raises(ValueError, match=r"depends on the batch"):
+        sweep(smollm2, CORRUPT, patches, lambda logits, rows: logits[:, -1, : len(rows)])
+
+
 # --- bfloat16 ----------------------------------------------------------------------------------------------------
 
 # Measured on SmolLM2 (p(" Paris"), full grids): the largest move is reported in the benchmark notes; these bounds

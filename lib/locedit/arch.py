@@ -12,9 +12,10 @@ engine (Hugging Face's cache API).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -22,16 +23,78 @@ from torch import nn
 if TYPE_CHECKING:
     from transformers import Cache, PreTrainedConfig
 
-#: The sites a hook can address. ``z`` is per head, ``mlp_act`` and ``mlp_up`` are per neuron.
-SITES: tuple[str, ...] = (
-    "embed",  # output of the token embedding, [batch, seq, d_model]
-    "resid_pre",  # input of block l, [batch, seq, d_model]
-    "resid_post",  # output of block l, [batch, seq, d_model]
-    "attn_out",  # what attention adds to the residual stream at block l, [batch, seq, d_model]
-    "z",  # per-head attention output before the output projection, [batch, seq, n_heads, head_dim]
-    "mlp_out",  # what the MLP adds to the residual stream at block l, [batch, seq, d_model]
-    "mlp_act",  # MLP neuron activations = input of the MLP output projection, [batch, seq, d_mlp]
-    "mlp_up",  # output of the MLP up (input) projection, before the product with the gate, [batch, seq, d_mlp]
+
+@dataclass(frozen=True)
+class SiteKind:
+    """What one kind of site is, for every family (the single table the hooks and the patching engine read).
+
+    Attributes:
+        part: the module the site lives on: ``"block"`` (decoder block ``l``) or a :class:`FamilyTable` field.
+        side: whether the site is that module's ``"input"`` (first positional argument or ``hidden_states``) or its
+            ``"output"`` (first element when it returns a tuple).
+        feature: the per-token shape: ``"d_model"`` ([d_model]), ``"heads"`` ([n_heads, head_dim]; the module
+            sees them flattened) or ``"neurons"`` ([d_mlp]).
+        place: where along the forward pass, relative to decoder block ``l``: ``"before"`` (the residual stream
+            entering it; ``embed`` is before block 0), ``"inside"`` (computed by it) or ``"after"`` (leaving it).
+    """
+
+    part: str
+    side: Literal["input", "output"]
+    feature: Literal["d_model", "heads", "neurons"]
+    place: Literal["before", "inside", "after"]
+
+    @property
+    def layered(self) -> bool:
+        """Whether a site of this kind needs a layer (all but ``embed``)."""
+        return self.part != "embed"
+
+    @property
+    def indexable(self) -> bool:
+        """Whether an intervention's ``index`` applies: heads for ``z``, neurons for ``mlp_act`` and ``mlp_up``."""
+        return self.feature != "d_model"
+
+    @property
+    def in_block(self) -> bool:
+        """Whether the site is computed inside a decoder block (not a point of the stream between blocks)."""
+        return self.place == "inside"
+
+    def feature_shape(self, spec: ArchSpec) -> tuple[int, ...]:
+        """The site's shape per token: [d_model], [n_heads, head_dim] or [d_mlp]."""
+        if self.feature == "heads":
+            return (spec.n_heads, spec.head_dim)
+        return (spec.d_mlp,) if self.feature == "neurons" else (spec.d_model,)
+
+    def stage(self, layer: int | None) -> int:
+        """Order along the forward pass: stream point j (the input of block j) is 2j, the inside of block l is
+        2l + 1; ``embed`` is 0, with ``resid_pre.0``."""
+        if layer is None:
+            return 0
+        return 2 * layer + _PLACE_STAGE[self.place]
+
+
+_PLACE_STAGE = {"before": 0, "inside": 1, "after": 2}
+
+
+#: The sites a hook can address, by name: ``SITES["z"].feature == "heads"``. Iterating gives the names.
+SITES: Mapping[str, SiteKind] = MappingProxyType(
+    {
+        # output of the token embedding, [batch, seq, d_model]
+        "embed": SiteKind("embed", "output", "d_model", "before"),
+        # input of block l, [batch, seq, d_model]
+        "resid_pre": SiteKind("block", "input", "d_model", "before"),
+        # output of block l, [batch, seq, d_model]
+        "resid_post": SiteKind("block", "output", "d_model", "after"),
+        # what attention adds to the residual stream at block l, [batch, seq, d_model]
+        "attn_out": SiteKind("attn_out", "output", "d_model", "inside"),
+        # per-head attention output before the output projection, [batch, seq, n_heads, head_dim]
+        "z": SiteKind("attn_o_proj", "input", "heads", "inside"),
+        # what the MLP adds to the residual stream at block l, [batch, seq, d_model]
+        "mlp_out": SiteKind("mlp_out", "output", "d_model", "inside"),
+        # MLP neuron activations = input of the MLP output projection, [batch, seq, d_mlp]
+        "mlp_act": SiteKind("mlp_down", "input", "neurons", "inside"),
+        # output of the MLP up (input) projection, before the product with the gate, [batch, seq, d_mlp]
+        "mlp_up": SiteKind("mlp_up", "output", "neurons", "inside"),
+    }
 )
 
 

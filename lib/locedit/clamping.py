@@ -52,7 +52,7 @@ def chat_prompt(model: Model, message: str) -> str:
 def _check_interventions(model: Model, interventions: Iterable[Intervention]) -> None:
     """Fail before a run, with a clear message, on a neuron index outside the layer."""
     for iv in interventions:
-        if iv.site.name in ("mlp_up", "mlp_act") and iv.index is not None and not isinstance(iv.index, slice):
+        if iv.site.kind.feature == "neurons" and iv.index is not None and not isinstance(iv.index, slice):
             for neuron in torch.as_tensor(iv.index).reshape(-1).tolist():
                 check_neuron(model, iv.site.layer, neuron)
 

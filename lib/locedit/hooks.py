@@ -6,7 +6,14 @@ A :class:`Site` names an activation in family-independent terms (``Site("mlp_act
 
 Everything runs on the real Hugging Face modules through PyTorch hooks, so an unpatched run is bit-identical to
 the model's own forward pass. Hooks live only inside the :func:`patch` context manager and are removed on every
-exit path, exceptions included.
+exit path, exceptions included. ``patch(model, record=[...], stop=True)`` ends the forward pass once the last
+recorded site has been computed (ROME's ``nethook.Trace(stop=True)``): keys and residuals at a middle layer without
+running the layers above.
+
+The site layer underneath, shared with the patching engine (:mod:`locedit.patching`): :func:`locate` (the module
+a site lives on, and whether it is that module's input or output, from the table :data:`locedit.arch.SITES`),
+:func:`attach` (hook site functions onto their modules for the duration of a ``with`` block), :func:`as_index`
+and :func:`combine` (the index and arithmetic rules of an intervention).
 
 Shapes: residual-stream sites are [batch, seq, d_model]; ``z`` is [batch, seq, n_heads, head_dim];
 ``mlp_act`` and ``mlp_up`` are [batch, seq, d_mlp].
@@ -14,15 +21,17 @@ Shapes: residual-stream sites are [batch, seq, d_model]; ``z`` is [batch, seq, n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal, Union
 
+import numpy as np
 import torch
 from torch import nn
 
-from locedit.arch import SITES, ArchSpec
+from locedit.arch import SITES, ArchSpec, SiteKind
 from locedit.models import Model
 
 Index = Union[int, Sequence[int], torch.Tensor, slice, None]
@@ -31,16 +40,28 @@ Op = Literal["replace", "add", "scale", "clamp"]
 
 @dataclass(frozen=True)
 class Site:
-    """One activation: ``name`` from :data:`locedit.arch.SITES` at ``layer`` (``None`` only for ``"embed"``)."""
+    """One activation: ``name`` from :data:`locedit.arch.SITES` at ``layer`` (``None`` only for ``"embed"``).
+
+    ``layer`` may be any integer, Python, NumPy or a one-element integer tensor (``torch.argmax(...)``); it is
+    stored as a Python ``int``. A bool or a float is refused.
+    """
 
     name: str
     layer: int | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in SITES:
+        kind = SITES.get(self.name)
+        if kind is None:
             raise ValueError(f"unknown site {self.name!r}; sites are {', '.join(SITES)}")
-        if (self.layer is None) != (self.name == "embed"):
-            raise ValueError(f"site {self.name!r} {'takes no' if self.name == 'embed' else 'needs a'} layer")
+        if (self.layer is None) == kind.layered:
+            raise ValueError(f"site {self.name!r} {'needs a' if kind.layered else 'takes no'} layer")
+        if self.layer is not None:
+            object.__setattr__(self, "layer", _as_layer(self.layer, self.name))
+
+    @property
+    def kind(self) -> SiteKind:
+        """What the site is (module part, input or output side, feature shape …): ``SITES[self.name]``."""
+        return SITES[self.name]
 
     @classmethod
     def parse(cls, site: str | Site) -> Site:
@@ -48,34 +69,44 @@ class Site:
         if isinstance(site, Site):
             return site
         name, _, layer = site.partition(".")
-        return cls(name, int(layer) if layer else None)
+        if not layer:
+            return cls(name)
+        try:
+            number = int(layer)
+        except ValueError:
+            raise ValueError(f"site {site!r}: the layer after the dot must be an integer ('resid_post.3')") from None
+        return cls(name, number)
 
     def __str__(self) -> str:
         return self.name if self.layer is None else f"{self.name}.{self.layer}"
 
 
-def _locate(spec: ArchSpec, model: nn.Module, site: Site) -> tuple[nn.Module, str]:
-    """The module a site lives on and whether the site is its ``"input"`` or its ``"output"``."""
+def _as_layer(layer, name: str) -> int:
+    """``layer`` as a Python int (NumPy and torch integers included); bools and floats are refused."""
+    if isinstance(layer, (bool, np.bool_)) or (isinstance(layer, torch.Tensor) and layer.dtype == torch.bool):
+        raise TypeError(f"site {name!r}: the layer must be an integer, got the bool {layer!r}")
+    try:
+        return operator.index(layer)
+    except TypeError:
+        raise TypeError(
+            f"site {name!r}: the layer must be an integer, got {type(layer).__name__} {layer!r} (round it with int())"
+        ) from None
+
+
+def locate(spec: ArchSpec, hf: nn.Module, site: Site) -> tuple[nn.Module, Literal["input", "output"]]:
+    """The module ``site`` lives on in the Hugging Face model ``hf``, and whether the site is its ``"input"`` or its
+    ``"output"`` (from :data:`locedit.arch.SITES`). Raises ``IndexError`` for a layer outside the model."""
+    kind = SITES[site.name]
     if site.layer is not None:
         spec.check_layer(site.layer)
-    where = {
-        "embed": ("embed", "output"),
-        "resid_pre": ("block", "input"),
-        "resid_post": ("block", "output"),
-        "attn_out": ("attn_out", "output"),
-        "z": ("attn_o_proj", "input"),
-        "mlp_out": ("mlp_out", "output"),
-        "mlp_act": ("mlp_down", "input"),
-        "mlp_up": ("mlp_up", "output"),
-    }
-    part, side = where[site.name]
-    if part == "block":
-        return spec.block(model, site.layer), side
-    return spec.part(model, part, site.layer), side
+    if kind.part == "block":
+        return spec.block(hf, site.layer), kind.side
+    return spec.part(hf, kind.part, site.layer), kind.side
 
 
-def _as_index(index: Index, size: int, what: str) -> torch.Tensor:
-    """A 1-D or 2-D long tensor of indices into a dimension of ``size``, range-checked."""
+def as_index(index: Index, size: int, what: str) -> torch.Tensor:
+    """``index`` (``None``: all, a slice, an int, a list or a tensor of ints) as a 1-D or 2-D long tensor of
+    indices into a dimension of ``size``, negative ones wrapped, on the CPU; ``what`` names it in errors."""
     if index is None:
         return torch.arange(size)
     if isinstance(index, slice):
@@ -118,7 +149,7 @@ class Intervention:
         object.__setattr__(self, "site", Site.parse(self.site))
         if self.op not in ("replace", "add", "scale", "clamp"):
             raise ValueError(f"unknown op {self.op!r}: use 'replace', 'add', 'scale' or 'clamp'")
-        if self.index is not None and self.site.name not in ("z", "mlp_act", "mlp_up"):
+        if self.index is not None and not self.site.kind.indexable:
             raise ValueError(f"index selects heads or neurons; site {self.site} has neither")
 
     def apply(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -130,14 +161,15 @@ class Intervention:
             value = value.to(x.device, x.dtype)
             if value.dim() == x.dim() and value.shape[1:] == x.shape[1:] and value.shape[0] in (1, x.shape[0]):
                 value = value.expand_as(x)[selector]
-        new = _combine(self.op, current, value)
+        new = combine(self.op, current, value)
         out = x if inplace else x.clone()
         out[selector] = new
         return out
 
 
-def _combine(op: Op, current: torch.Tensor, value) -> torch.Tensor:
-    """The new values of a selection ``current`` under ``op`` with a resolved (not callable) ``value``."""
+def combine(op: Op, current: torch.Tensor, value) -> torch.Tensor:
+    """The new values of a selection ``current`` under ``op`` with a resolved (not callable) ``value``: a
+    number, a tensor broadcastable to ``current``, or a (low, high) pair for ``"clamp"``."""
     if op == "clamp":
         low, high = value
         return current.clamp(min=low, max=high)
@@ -150,79 +182,55 @@ def _combine(op: Op, current: torch.Tensor, value) -> torch.Tensor:
 
 def _selector(x: torch.Tensor, rows: Index, positions: Index, index: Index, site: str) -> tuple[torch.Tensor, ...]:
     """An advanced-indexing tuple selecting [rows, positions, (index)] of ``x``."""
-    r = _as_index(rows, x.shape[0], f"rows of {site}").to(x.device)
-    p = _as_index(positions, x.shape[1], f"positions of {site}").to(x.device)
+    r = as_index(rows, x.shape[0], f"rows of {site}").to(x.device)
+    p = as_index(positions, x.shape[1], f"positions of {site}").to(x.device)
     if p.dim() == 2 and p.shape[0] != r.shape[0]:
         raise ValueError(f"per-row positions for {site} have {p.shape[0]} rows but {r.shape[0]} rows are selected")
     p = p if p.dim() == 2 else p[None, :].expand(r.shape[0], -1)
     if index is None:
         return r[:, None], p
-    k = _as_index(index, x.shape[2], f"index (heads/neurons) of {site}").to(x.device)
+    k = as_index(index, x.shape[2], f"index (heads/neurons) of {site}").to(x.device)
     return r[:, None, None], p[:, :, None], k[None, None, :]
 
 
+SiteFn = Callable[[torch.Tensor], torch.Tensor]
+
+
 @contextmanager
-def patch(
-    model: Model,
-    interventions: Sequence[Intervention] = (),
-    record: Sequence[Site | str] = (),
-    detach: bool = True,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Apply ``interventions`` and record ``record`` sites during every forward pass inside the block.
+def attach(model: Model, site_fns: Mapping[Site, SiteFn] | Iterable[tuple[Site, SiteFn]]) -> Iterator[None]:
+    """Hook each site function onto its module for the duration of the block; every hook is removed on exit,
+    whatever happens (an exception inside the block, or a site that fails to resolve midway).
 
-    Yields a dict from site string (``"resid_post.3"``) to the recorded activation (after interventions at that
-    site), filled as the model runs; ``detach=False`` keeps the autograd graph. Hooks are removed on exit,
-    whatever happens inside.
-
-    Example::
-
-        with patch(model, [Intervention("mlp_act.5", "scale", 0.0, positions=[-1])], record=["resid_post.29"]) as cache:
-            model.hf(**model.encode("The Eiffel Tower is in"))
+    A site function takes the site's activation as :data:`locedit.arch.SITES` shapes it ([batch, seq, d_model],
+    [batch, seq, n_heads, head_dim] for ``z``, [batch, seq, d_mlp]) and returns the tensor that replaces it (``x``
+    itself to only read it); :func:`patch` and the patching engine (:mod:`locedit.patching`) build theirs on this.
     """
-    by_site: dict[Site, list[Intervention]] = {}
-    for intervention in interventions:
-        by_site.setdefault(intervention.site, []).append(intervention)
-    wanted = {Site.parse(s) for s in record}
-    cache: dict[str, torch.Tensor] = {}
     handles = []
     try:
-        for site in set(by_site) | wanted:
-            module, side = _locate(model.spec, model.hf, site)
-            fn = _site_function(model.spec, site, by_site.get(site, []), cache if site in wanted else None, detach)
+        for site, fn in site_fns.items() if isinstance(site_fns, Mapping) else site_fns:
+            module, side = locate(model.spec, model.hf, site)
+            if site.kind.feature == "heads":
+                fn = _per_head(fn, model.spec.n_heads, model.spec.head_dim)
             if side == "output":
                 handles.append(module.register_forward_hook(_output_hook(fn)))
             else:
                 handles.append(module.register_forward_pre_hook(_input_hook(fn), with_kwargs=True))
-        yield cache
+        yield
     finally:
         for handle in handles:
             handle.remove()
 
 
-def _site_function(
-    spec: ArchSpec,
-    site: Site,
-    interventions: list[Intervention],
-    cache: dict[str, torch.Tensor] | None,
-    detach: bool,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function from a module's raw input/output tensor to its replacement (patched, and recorded)."""
-    heads = site.name == "z"
+def _per_head(fn: SiteFn, n_heads: int, head_dim: int) -> SiteFn:
+    """``fn`` on [..., n_heads, head_dim], for a module that sees the heads flattened [..., n_heads * head_dim]."""
 
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        shaped = x.reshape(*x.shape[:-1], spec.n_heads, spec.head_dim) if heads else x
-        if interventions:
-            shaped = shaped.clone()  # one copy per site, however many interventions it carries
-            for intervention in interventions:
-                shaped = intervention.apply(shaped, inplace=True)
-        if cache is not None:
-            cache[str(site)] = shaped.detach() if detach else shaped
-        return shaped.reshape(x.shape) if heads else shaped
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return fn(x.reshape(*x.shape[:-1], n_heads, head_dim)).reshape(x.shape)
 
-    return fn
+    return flat
 
 
-def _output_hook(fn: Callable[[torch.Tensor], torch.Tensor]):
+def _output_hook(fn: SiteFn):
     def hook(_module, _args, output):
         if isinstance(output, tuple):
             return (fn(output[0]), *output[1:])
@@ -231,13 +239,117 @@ def _output_hook(fn: Callable[[torch.Tensor], torch.Tensor]):
     return hook
 
 
-def _input_hook(fn: Callable[[torch.Tensor], torch.Tensor]):
+def _input_hook(fn: SiteFn):
     def hook(_module, args, kwargs):
         if args:
             return (fn(args[0]), *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
 
     return hook
+
+
+class _StopForward(Exception):
+    """Raised by :func:`patch`'s stop hook once the last recorded site has been computed; ``patch`` catches its own."""
+
+    def __init__(self, token: object) -> None:
+        super().__init__("forward pass stopped after the last recorded site (patch(..., stop=True))")
+        self.token = token
+
+
+@contextmanager
+def _stop_after(model: Model, sites: Iterable[Site], token: object) -> Iterator[None]:
+    """A hook that raises :class:`_StopForward` right after the latest of ``sites`` along the forward pass has been
+    computed: after its own module for a point of the residual stream (``embed``, ``resid_pre.l`` at the input of
+    block l, ``resid_post.l``), after block l for a site inside it. Enter it after the recording hooks (hooks on
+    one module run in the order they were registered). Removed on exit."""
+    # stream point j is both resid_post.(j-1) and resid_pre.j (embed and resid_pre.0 for j = 0): the input of
+    # block j comes last, since block j's pre-hooks run only after block j-1's hooks
+    last = max(sites, key=lambda s: (s.kind.stage(s.layer), s.kind.layered and s.kind.place == "before"))
+    if last.kind.in_block:
+        module, side = model.spec.block(model.hf, last.layer), "output"
+    else:
+        module, side = locate(model.spec, model.hf, last)
+
+    def stop(*_args):
+        raise _StopForward(token)
+
+    if side == "output":
+        handle = module.register_forward_hook(stop)
+    else:
+        handle = module.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def patch(
+    model: Model,
+    interventions: Sequence[Intervention] = (),
+    record: Sequence[Site | str] = (),
+    detach: bool = True,
+    stop: bool = False,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Apply ``interventions`` and record ``record`` sites during every forward pass inside the block.
+
+    Yields a dict from site string (``"resid_post.3"``) to the recorded activation (after interventions at that
+    site), filled as the model runs; ``detach=False`` keeps the autograd graph. Hooks are removed on exit,
+    whatever happens inside.
+
+    ``stop=True`` (ROME's ``nethook.Trace(stop=True)``) ends the forward pass as soon as the last recorded site
+    along it has been computed (a ``resid_pre.l`` at the input of block l, any other site of layer l at the end of
+    block l): the later blocks, the final norm and the unembedding never run. The forward call then leaves the
+    ``with`` block at once (code after it inside the block does not run) and the recorded activations are in the
+    dict; any other exception propagates as usual.
+
+    Example::
+
+        with patch(model, [Intervention("mlp_act.5", "scale", 0.0, positions=[-1])], record=["resid_post.29"]) as cache:
+            model.hf(**model.encode("The Eiffel Tower is in"))
+
+        with patch(model, record=["mlp_act.6"], stop=True) as cache:  # blocks 7.. are skipped
+            model.hf(**inputs)
+    """
+    by_site: dict[Site, list[Intervention]] = {}
+    for intervention in interventions:
+        by_site.setdefault(intervention.site, []).append(intervention)
+    wanted = {Site.parse(s) for s in record}
+    if stop and not wanted:
+        raise ValueError("stop=True stops after the last recorded site: give the sites to record")
+    cache: dict[str, torch.Tensor] = {}
+    fns = {
+        site: _site_function(site, by_site.get(site, []), cache if site in wanted else None, detach)
+        for site in set(by_site) | wanted
+    }
+    token = object()
+    stopper = _stop_after(model, wanted, token) if stop else nullcontext()
+    with attach(model, fns), stopper:
+        try:
+            yield cache
+        except _StopForward as stopped:
+            if stopped.token is not token:
+                raise
+
+
+def _site_function(
+    site: Site,
+    interventions: list[Intervention],
+    cache: dict[str, torch.Tensor] | None,
+    detach: bool,
+) -> SiteFn:
+    """A site function (see :func:`attach`) applying ``interventions`` in order, then recording into ``cache``."""
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        if interventions:
+            x = x.clone()  # one copy per site, however many interventions it carries
+            for intervention in interventions:
+                x = intervention.apply(x, inplace=True)
+        if cache is not None:
+            cache[str(site)] = x.detach() if detach else x
+        return x
+
+    return fn
 
 
 def run_with(

@@ -58,31 +58,6 @@ def as_request(fact) -> Request:
     return Request(prompt, subject, request.target_new.strip(), request.target_true)
 
 
-class _StopForward(Exception):
-    """Raised by :func:`run_until`'s hook once the last block a caller reads has run."""
-
-
-def run_until(model: Model, layer: int, **inputs: torch.Tensor) -> None:
-    """``model.hf(**inputs)`` through decoder block ``layer`` only: the later blocks, the final norm and the
-    unembedding are skipped (a hook on block ``layer`` stops the forward, and is removed on every exit path).
-
-    For callers that record sites at layers ≤ ``layer`` with :func:`locedit.hooks.patch`: ROME's and MEMIT's keys
-    at one layer, the key statistics, a residual at a middle layer. Returns nothing; call it inside the recording
-    context (the recording hooks then run before the stop).
-    """
-
-    def stop(_module, _args, _output):
-        raise _StopForward
-
-    handle = model.spec.block(model.hf, layer).register_forward_hook(stop)
-    try:
-        model.hf(**inputs)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-
-
 def check_edit_layer(model: Model, layer: int, what: str = "the edited layer") -> None:
     """Raise :class:`EditError` naming the fix when ``layer`` is outside the model."""
     try:

@@ -24,7 +24,6 @@ from locedit.editing.common import (
     check_edit_layer,
     context_templates,
     edited_weight,
-    run_until,
     token_index,
 )
 from locedit.editing.edit import Edit, EditError, restoring
@@ -59,8 +58,8 @@ def _residuals(model: Model, layer: int, requests, fact_token: str) -> torch.Ten
     """Residual stream after block ``layer`` at each bare prompt's fact token: [n, d_model]."""
     rows = [model.tokenizer(r.text)["input_ids"] for r in requests]
     index = torch.tensor([token_index(model, r.prompt, r.subject, fact_token) for r in requests])
-    with patch(model, record=[f"resid_post.{layer}"]) as acts:
-        run_until(model, layer, **_batch(model, rows))
+    with patch(model, record=[f"resid_post.{layer}"], stop=True) as acts:
+        model.hf(**_batch(model, rows))
     return acts[f"resid_post.{layer}"][torch.arange(len(rows)), index].float()
 
 

@@ -30,7 +30,6 @@ from locedit.editing.common import (
     check_edit_layer,
     context_templates,
     edited_weight,
-    run_until,
     target_ids,
     token_index,
 )
@@ -89,8 +88,8 @@ def keys_at(
     """Keys (MLP activations at ``layer``) at the fact token of each ``template.format(subject)``: [n, d_mlp]."""
     rows = [model.tokenizer(t.format(s))["input_ids"] for t, s in zip(templates, subjects, strict=True)]
     index = torch.tensor([token_index(model, t, s, fact_token) for t, s in zip(templates, subjects, strict=True)])
-    with patch(model, record=[f"mlp_act.{layer}"]) as acts:
-        run_until(model, layer, **_batch(model, rows))
+    with patch(model, record=[f"mlp_act.{layer}"], stop=True) as acts:
+        model.hf(**_batch(model, rows))
     return acts[f"mlp_act.{layer}"][torch.arange(len(rows)), index].float()
 
 
@@ -288,10 +287,10 @@ def _layer_of(model: Model, module: nn.Module) -> int:
 @torch.no_grad()
 def _stream_into(model: Model, layer: int, inputs: dict[str, torch.Tensor], past) -> torch.Tensor:
     """The residual stream entering decoder layer ``layer`` in the model's own forward pass over ``inputs``
-    (after the cached ``past``, left untouched): [batch, seq, d_model]. The layers after ``layer`` are not run."""
+    (after the cached ``past``, left untouched): [batch, seq, d_model]. Layer ``layer`` and those above are not run."""
     cache = copy.deepcopy(past) if past is not None else None
-    with patch(model, record=[f"resid_pre.{layer}"]) as acts:
-        run_until(model, layer, **inputs, cache=cache, use_cache=cache is not None)
+    with patch(model, record=[f"resid_pre.{layer}"], stop=True) as acts:
+        model.hf(**inputs, cache=cache, use_cache=cache is not None)
     return acts[f"resid_pre.{layer}"]
 
 

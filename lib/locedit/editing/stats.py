@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 
-from locedit.editing.common import run_until
 from locedit.files import load_torch, save_atomic
 from locedit.hooks import patch
 from locedit.models import Model, cache_dir
@@ -132,8 +131,8 @@ def key_second_moment(
         with torch.no_grad():
             for b in range(0, len(ids), batch_size):
                 batch = ids[b : b + batch_size].to(model.device)
-                with patch(model, record=[f"mlp_act.{layer}" for layer in missing]) as acts:
-                    run_until(model, max(missing), input_ids=batch, attention_mask=torch.ones_like(batch))
+                with patch(model, record=[f"mlp_act.{layer}" for layer in missing], stop=True) as acts:
+                    model.hf(input_ids=batch, attention_mask=torch.ones_like(batch))
                 for layer in missing:
                     k = acts[f"mlp_act.{layer}"].reshape(-1, d).to("cpu", torch.float64)
                     sums[layer].addmm_(k.T, k)
