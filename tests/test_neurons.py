@@ -175,6 +175,100 @@ def test_cache_roundtrip(monkeypatch, tmp_path):
     assert len(list((tmp_path / "neurons").glob("*.pt"))) == 2
 
 
+def _corrupt(path, how):
+    data = path.read_bytes()
+    if how == "truncated":  # a run killed mid-write by the old code, or a full disk
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "garbled":  # bytes overwritten in the middle of the file
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + bytes(range(256)) * 8 + data[middle + 2048 :])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # a readable file with the wrong contents
+        fields = torch.load(path)
+        if how == "wrong shapes":
+            fields["top_ids"] = fields["top_ids"][:, :3]
+        elif how == "ids outside the vocabulary":
+            fields["top_ids"] = fields["top_ids"] + 10**6
+        elif how == "missing field":
+            del fields["z1"]
+        elif how == "not a dict":
+            fields = fields["top_ids"]
+        elif how == "other arguments":
+            fields["k"] = 7
+        torch.save(fields, path)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["truncated", "garbled", "empty", "wrong shapes", "ids outside the vocabulary", "missing field", "not a dict",
+     "other arguments"],
+)  # fmt: skip
+def test_unusable_cache_file_is_decoded_again(monkeypatch, tmp_path, capsys, how):
+    """A cache file that cannot be read, or holds the wrong decoding, is decoded again (with a one-line note) and
+    rewritten; the result equals a fresh decode."""
+    monkeypatch.setenv("LOCEDIT_CACHE", str(tmp_path))
+    model = tiny_model("llama")
+    fresh = decode_neurons(model, k=3, sample=20, cache=False)
+    decode_neurons(model, k=3, sample=20)
+    (path,) = (tmp_path / "neurons").glob("*.pt")
+    _corrupt(path, how)
+    capsys.readouterr()
+    again = decode_neurons(model, k=3, sample=20)
+    note = capsys.readouterr().err
+    assert str(path) in note and len(note.strip().splitlines()) == 1
+    for name in ("top_ids", "top_probs", "z1", "neuron_ids"):
+        assert torch.equal(getattr(again, name), getattr(fresh, name)), name
+    assert (again.layers, again.k, again.kind, again.norm) == (fresh.layers, 3, "up", True)
+    # the file was rewritten whole: the next call reads it silently, and no temporary file is left
+    third = decode_neurons(model, k=3, sample=20)
+    assert capsys.readouterr().err == ""
+    assert torch.equal(third.top_ids, fresh.top_ids)
+    assert sorted(p.name for p in (tmp_path / "neurons").iterdir()) == [path.name]
+
+
+def test_stale_temporary_files_are_removed(monkeypatch, tmp_path):
+    """Temporary files a killed write left (the old ``<name>.<pid>.tmp`` and ``save_atomic``'s ``.<name>.pt.*``)
+    are removed once an hour old; a recent one may be a write in progress and is kept."""
+    import os
+    import time
+
+    from locedit import neurons
+
+    monkeypatch.setenv("LOCEDIT_CACHE", str(tmp_path))
+    folder = tmp_path / "neurons"
+    folder.mkdir()
+    old = [folder / "llama-up-0123456789abcdef01234567.4242.tmp", folder / ".llama-up-0123.pt.a1b2c3"]
+    recent = folder / ".llama-up-4567.pt.d4e5f6"
+    for p in [*old, recent]:
+        p.write_bytes(b"half a file")
+    hours_ago = time.time() - neurons.STALE_TEMP_SECONDS - 60
+    for p in old:
+        os.utime(p, (hours_ago, hours_ago))
+    decode_neurons(tiny_model("llama"), k=3, sample=8)
+    assert not any(p.exists() for p in old)
+    assert recent.exists()
+    assert len(list(folder.glob("*.pt"))) == 1
+
+
+def test_progress_bar_shows_during_a_decode(monkeypatch, capsys):
+    """With bars on and no delay a decode draws its bar on stderr; with LOCEDIT_PROGRESS=0 it draws nothing."""
+    from locedit import progress
+
+    model = tiny_model("llama")
+    monkeypatch.setattr(progress, "DELAY", 0.0)
+    monkeypatch.setenv("LOCEDIT_PROGRESS", "0")
+    decode_neurons(model, k=3, chunk=16, cache=False)
+    concept_scores(model, [5, 6])
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("LOCEDIT_PROGRESS", "1")
+    dec = decode_neurons(model, k=3, chunk=16, cache=False)
+    err = capsys.readouterr().err
+    assert "decoding up neurons" in err and f"/{dec.top_ids.shape[0] * dec.top_ids.shape[1]} " in err
+    concept_scores(model, [5, 6])
+    assert "scoring up neurons" in capsys.readouterr().err
+
+
 def test_concept_scores_and_search_match_brute_force(tiny):
     z = _brute(tiny, "up", True)  # [L, N, V]
     ids = [5, 17, 42]

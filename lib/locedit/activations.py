@@ -24,6 +24,7 @@ import torch
 from locedit.hooks import Site, patch
 from locedit.models import Model
 from locedit.neurons import Neuron, checked_neurons
+from locedit.progress import progress
 
 
 @torch.no_grad()
@@ -46,7 +47,8 @@ def neuron_activations(
     layers = sorted({layer for layer, _ in neurons})
     sites = [Site(site, layer) for layer in layers]
     out = []
-    for s in range(0, len(texts), batch_size):
+    starts = range(0, len(texts), batch_size)
+    for s in progress(starts, "neuron activations", total=len(starts), unit="batch"):
         inputs = model.encode(texts[s : s + batch_size])
         mask = inputs["attention_mask"].bool()[..., None]
         with patch(model, record=sites) as rec:
@@ -114,7 +116,8 @@ def record_sample(model: Model, texts: Sequence[str], site: str = "mlp_up", batc
     """Run ``texts`` once and keep ``site`` (``"mlp_up"`` or ``"mlp_act"``) at every layer for every real token."""
     sites = [Site(site, layer) for layer in range(model.spec.n_layers)]
     acts, where, tokens = [], [], []
-    for s in range(0, len(texts), batch_size):
+    starts = range(0, len(texts), batch_size)
+    for s in progress(starts, "recording activations", total=len(starts), unit="batch"):
         batch = list(texts[s : s + batch_size])
         inputs = model.encode(batch, padding_side="right")
         with patch(model, record=sites) as rec:

@@ -27,6 +27,7 @@ import torch
 
 from locedit.editing.edit import Edit, applied_per_row
 from locedit.models import Model
+from locedit.progress import progress
 
 _WORD = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
 _TFIDF_TOKEN = re.compile(r"(?u)\b\w\w+\b")
@@ -59,7 +60,8 @@ def target_nll(model: Model, prompts: Sequence[str], targets: Sequence[str], bat
     for j, prompt in enumerate(prompts):
         pairs_of[where[prompt]].append(j)
     out = torch.empty(len(prompts), dtype=torch.float64)
-    for start in range(0, len(unique), batch_size):
+    starts = range(0, len(unique), batch_size)
+    for start in progress(starts, "target probabilities", total=len(starts), unit="batch"):
         batch = unique[start : start + batch_size]
         pairs = [j for b in range(len(batch)) for j in pairs_of[start + b]]
         owner = [b for b in range(len(batch)) for _ in pairs_of[start + b]]
@@ -185,7 +187,8 @@ def generate(
     if edits is not None and len(edits) != len(prompts):
         raise ValueError(f"{len(edits)} edits for {len(prompts)} prompts: give one edit (or None) per prompt")
     texts = []
-    for start in range(0, len(prompts), batch_size):
+    starts = range(0, len(prompts), batch_size)
+    for start in progress(starts, "generating", total=len(starts), unit="batch"):
         torch.manual_seed(seed + start)
         inputs = model.encode(list(prompts[start : start + batch_size]))
         rows = applied_per_row(model, edits[start : start + batch_size]) if edits is not None else nullcontext()
@@ -239,7 +242,7 @@ def evaluate(
         if len(edits) != len(records):
             raise ValueError(f"{len(edits)} edits for {len(records)} records: give one edit (or None) per record")
         frames = []
-        for record, e in zip(records, edits, strict=True):
+        for record, e in progress(zip(records, edits, strict=True), "evaluating edits", len(records), "record"):
             with e.applied(model) if e is not None else nullcontext():
                 frames.append(evaluate(model, [record], batch_size=batch_size))
         df = pd.concat(frames, ignore_index=True)

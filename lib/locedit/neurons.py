@@ -22,7 +22,10 @@ Three kinds of neuron direction:
 The whole model is decoded in chunked matmuls (``chunk`` rows at a time, one layer's rows in memory at a time), so
 the [neurons × vocab] logits are never materialised: per neuron we keep the top-``k`` tokens, their probabilities
 and a scale-free specialisation score (the top-1 logit's z-score across the vocabulary). Results are cached on disk
-under ``$LOCEDIT_CACHE/neurons`` keyed by a hash of the weights and the arguments. To search for a concept beyond
+under ``$LOCEDIT_CACHE/neurons`` keyed by a hash of the weights and the arguments, written atomically
+(:func:`locedit.files.save_atomic`); a cached file that cannot be read, or whose fields or shapes are not the ones
+asked for, is decoded again with a one-line note on stderr, and temporary files a killed run left behind are
+removed after an hour. A long decode shows a progress bar (:mod:`locedit.progress`). To search for a concept beyond
 the top-``k``, :func:`search_neurons` scores every neuron on a group of tokens (a handful of logits per neuron) and
 decodes the best candidates exactly.
 
@@ -38,21 +41,25 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from locedit.files import load_torch, save_atomic
 from locedit.lens import Bf16Readout, Readout
 from locedit.models import Model, cache_dir, native_bf16
+from locedit.progress import bar, progress
 
 KINDS: dict[str, str] = {"up": "mlp_up", "gate": "mlp_gate", "down": "mlp_down"}
 CACHE_VERSION = "n1"
+STALE_TEMP_SECONDS = 3600  # a temporary cache file untouched this long was left by a killed run (a write takes < 1 s)
 
 Neuron = tuple[int, int]  # (layer, index)
 
@@ -313,6 +320,60 @@ def _hash_key(model: Model, kind: str, layers: list[int], args: tuple) -> str:
     return digest.hexdigest()[:24]
 
 
+def _cache_problem(
+    cached: object, expected: dict, neuron_ids: torch.Tensor | None, shape: tuple[int, int, int], vocab: int
+) -> str | None:
+    """Why a loaded cache entry cannot be used (one short phrase), or ``None`` if it holds the decoding asked for.
+
+    ``expected``: the arguments it must record; ``neuron_ids``: the sample (``None``: every neuron); ``shape``:
+    (layers, neurons, k) of its tensors; ``vocab``: the bound of its token ids. Cheap checks only (fields, types,
+    shapes, id range, a few milliseconds): the file's name already stands for the weights and arguments.
+    """
+    if not isinstance(cached, dict):
+        return f"it holds a {type(cached).__name__}, not the decoding's fields"
+    fields = [f for f in dataclasses.fields(NeuronDecoding) if f.name != "tokenizer"]
+    missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in cached]
+    unknown = sorted(set(cached) - {f.name for f in fields}, key=str)
+    if missing or unknown:
+        return f"fields {', '.join(missing)} missing" if missing else f"unknown fields {', '.join(map(str, unknown))}"
+    cached = {**{f.name: f.default for f in fields if f.default is not dataclasses.MISSING}, **cached}
+    for name, value in expected.items():
+        if cached[name] != value:
+            return f"its {name} is {cached[name]!r}, not {value!r}"
+    n_layers, n, k = shape
+    tensors = {
+        "top_ids": ((n_layers, n, k), torch.int32),
+        "top_probs": ((n_layers, n, k), torch.float32),
+        "z1": ((n_layers, n), torch.float32),
+    }
+    for name, (want, dtype) in tensors.items():
+        t = cached[name]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != want or t.dtype != dtype:
+            got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+            return f"its {name} is {got}, not {want} {dtype}"
+    ids = cached["neuron_ids"]
+    if (ids is None) != (neuron_ids is None):
+        return "it holds a sample, not every neuron" if neuron_ids is None else "it holds every neuron, not a sample"
+    if ids is not None and (not isinstance(ids, torch.Tensor) or not torch.equal(ids, neuron_ids)):
+        return "its neuron sample differs"
+    top = cached["top_ids"]
+    if top.numel() and (int(top.min()) < 0 or int(top.max()) >= vocab):
+        return "its token ids are outside the vocabulary"
+    return None
+
+
+def _remove_stale_temps(folder: Path, now: float | None = None) -> None:
+    """Delete temporary files a killed write left in ``folder``: ``save_atomic``'s ``.<name>.pt.*`` and the older
+    ``<name>.<pid>.tmp``, once untouched for :data:`STALE_TEMP_SECONDS` (a write in progress is seconds old)."""
+    now = time.time() if now is None else now
+    for temp in [*folder.glob(".*.pt.*"), *folder.glob("*.tmp")]:
+        try:
+            if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
+                temp.unlink()
+        except OSError:  # removed meanwhile by its own writer or another cleaner
+            continue
+
+
 @torch.no_grad()
 def decode_neurons(
     model: Model,
@@ -359,21 +420,32 @@ def decode_neurons(
     low = dtype not in (None, ro.W.dtype) and not ro.cap
     if low and dtype != torch.bfloat16:
         raise ValueError(f"dtype must be None, 'auto' or torch.bfloat16, not {dtype}")
+    neuron_ids = None
+    if sample is not None and sample < spec.d_mlp:
+        neuron_ids = torch.randperm(spec.d_mlp, generator=torch.Generator().manual_seed(seed))[:sample].sort().values
+    n_layers, d_mlp = len(layers), spec.d_mlp if neuron_ids is None else len(neuron_ids)
     path = None
     if cache:
         key = _hash_key(model, kind, layers, (kind, norm, k, sample, seed) + (("bf16",) if low else ()))
         path = cache_dir() / "neurons" / f"{model.spec.family}-{kind}-{key}.pt"
-        if path.exists():
-            return NeuronDecoding(**torch.load(path), tokenizer=model.tokenizer)
+        if path.parent.is_dir():
+            _remove_stale_temps(path.parent)
+        cached = load_torch(path)
+        if cached is not None:
+            expected = {"kind": kind, "norm": norm, "k": k, "layers": layers,
+                        "dtype": "bfloat16" if low else "exact"}  # fmt: skip
+            try:
+                problem = _cache_problem(cached, expected, neuron_ids, (n_layers, d_mlp, k), spec.vocab_size)
+            except Exception as err:  # noqa: BLE001 - a garbled object that even the checks trip over
+                problem = f"its contents cannot be checked ({type(err).__name__}: {err})"
+            if problem is None:
+                return NeuronDecoding(**cached, tokenizer=model.tokenizer)
+            print(f"locedit: decoding the neurons again: the cache file {path} is unusable: {problem}", file=sys.stderr)
 
     started = time.perf_counter()
     if low:
         ro = Bf16Readout(model, norm)
     chunk = chunk or (2048 if low else 512)
-    neuron_ids = None
-    if sample is not None and sample < spec.d_mlp:
-        neuron_ids = torch.randperm(spec.d_mlp, generator=torch.Generator().manual_seed(seed))[:sample].sort().values
-    n_layers, d_mlp = len(layers), spec.d_mlp if neuron_ids is None else len(neuron_ids)
     top_ids = torch.empty(n_layers, d_mlp, k, dtype=torch.int32)
     top_probs = torch.empty(n_layers, d_mlp, k)
     z1 = torch.empty(n_layers, d_mlp)
@@ -383,32 +455,32 @@ def decode_neurons(
     flat_ids, flat_probs, flat_z1 = top_ids.view(-1, k), top_probs.view(-1, k), z1.view(-1)
     unembed = ro.unembedder(chunk)
     offset, redo, redo_rows = 0, [], []
-    for group in per_group:
-        rows = []
-        for layer in group:
-            w = neuron_weights(model, kind, layer)
-            rows.append(w if neuron_ids is None else w[neuron_ids.to(w.device)])
-        rows = ro.f(torch.cat(rows).to(ro.W.dtype))
-        for s in range(0, rows.shape[0], chunk):
-            at = slice(offset + s, offset + s + min(chunk, rows.shape[0] - s))
-            ids, probs, zscore, again = ro.decode(rows[s : s + chunk], k, unembed)
-            flat_ids[at], flat_probs[at], flat_z1[at] = ids.cpu(), probs.cpu(), zscore.cpu()
-            redo.append(again.cpu() + at.start)
-            redo_rows.append(rows[s + again])
-        offset += rows.shape[0]
-    redo = torch.cat(redo)
-    if len(redo):  # one float32 pass for all rows a bfloat16 decode could not settle
-        ids, probs, zscore = ro.exact(torch.cat(redo_rows), k)
-        flat_ids[redo], flat_probs[redo], flat_z1[redo] = ids.cpu(), probs.cpu(), zscore.cpu()
+    with bar(f"decoding {kind} neurons", total=n_layers * d_mlp, unit="neuron") as shown:  # one update per chunk
+        for group in per_group:
+            rows = []
+            for layer in group:
+                w = neuron_weights(model, kind, layer)
+                rows.append(w if neuron_ids is None else w[neuron_ids.to(w.device)])
+            rows = ro.f(torch.cat(rows).to(ro.W.dtype))
+            for s in range(0, rows.shape[0], chunk):
+                at = slice(offset + s, offset + s + min(chunk, rows.shape[0] - s))
+                ids, probs, zscore, again = ro.decode(rows[s : s + chunk], k, unembed)
+                flat_ids[at], flat_probs[at], flat_z1[at] = ids.cpu(), probs.cpu(), zscore.cpu()
+                redo.append(again.cpu() + at.start)
+                redo_rows.append(rows[s + again])
+                shown.update(at.stop - at.start)
+            offset += rows.shape[0]
+        redo = torch.cat(redo)
+        if len(redo):  # one float32 pass for all rows a bfloat16 decode could not settle
+            shown.set_postfix_str(f"redoing {len(redo)} rows in float32", refresh=False)
+            ids, probs, zscore = ro.exact(torch.cat(redo_rows), k)
+            flat_ids[redo], flat_probs[redo], flat_z1[redo] = ids.cpu(), probs.cpu(), zscore.cpu()
     fields = dict(model_name=model.name, kind=kind, norm=norm, k=k, layers=layers, top_ids=top_ids,
                   top_probs=top_probs, z1=z1, neuron_ids=neuron_ids, dtype="bfloat16" if low else "exact",
                   redone=len(redo))  # fmt: skip
     fields["seconds"] = round(time.perf_counter() - started, 2)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(fields, tmp)
-        tmp.replace(path)
+        save_atomic(fields, path)
     return NeuronDecoding(**fields, tokenizer=model.tokenizer)
 
 
@@ -458,7 +530,7 @@ def concept_scores(
     layers = list(range(spec.n_layers)) if layers is None else list(layers)
     ro = Readout(model, norm)
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in groups}
-    for layer in layers:
+    for layer in progress(layers, f"scoring {kind} neurons", unit="layer"):
         x = ro.f(neuron_weights(model, kind, layer).to(ro.W.dtype))
         mean, std = ro.moments(x)
         for name, g in groups.items():

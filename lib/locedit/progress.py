@@ -3,7 +3,16 @@
 A bar is a widget in Jupyter and a line on stderr in a terminal. It appears only once its loop has run for
 ``delay`` seconds (2 by default), so quick loops print nothing. One setting silences every bar: the environment
 variable ``LOCEDIT_PROGRESS=0`` (the book's build and ``make test`` set it, so executed notebooks hold no stale
-bars) or :func:`set_enabled` from code.
+bars) or :func:`set_enabled` from code. :data:`DELAY` is the default delay (tests set it to 0).
+
+Library loops with a bar: :func:`locedit.neurons.decode_neurons` (per chunk of neurons),
+:func:`locedit.neurons.concept_scores` (per layer, so :func:`~locedit.neurons.search_neurons` too),
+:func:`locedit.activations.neuron_activations` and :func:`~locedit.activations.record_sample` (per batch of texts),
+:func:`locedit.evaluation.target_nll` (per batch of prompts), :func:`locedit.evaluation.generate` (per batch of
+prompts) and :func:`locedit.evaluation.evaluate` with one edit per record (per record). Inner loops (per token,
+per row) have none. Measured here: an update costs 0.2 µs and a bar 0.08 ms, against chunks of milliseconds at
+least (a full SmolLM2 decode updates its bar 30 times). :mod:`locedit.clamping` has no loop to show: each call is
+one batched ``generate`` or forward pass.
 """
 
 from __future__ import annotations
@@ -17,6 +26,9 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 _ENABLED: bool | None = None  # None: follow the environment variable
+
+#: Seconds a loop runs before its bar appears (when a call gives no ``delay``).
+DELAY = 2.0
 
 
 def enabled() -> bool:
@@ -33,13 +45,16 @@ def set_enabled(on: bool | None) -> None:
 
 
 def progress(
-    iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it", delay: float = 2.0
+    iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it", delay: float | None = None
 ) -> Iterable[T]:
-    """``iterable`` with a bar labelled ``desc``, shown after ``delay`` seconds when bars are enabled."""
-    return tqdm(iterable, desc=desc, total=total, unit=unit, delay=delay, leave=False, disable=not enabled())
+    """``iterable`` with a bar labelled ``desc``, shown after ``delay`` seconds (:data:`DELAY`) when enabled."""
+    if not enabled():
+        return iterable
+    delay = DELAY if delay is None else delay
+    return tqdm(iterable, desc=desc, total=total, unit=unit, delay=delay, leave=False)
 
 
-def bar(desc: str, total: int, unit: str = "it", delay: float = 2.0) -> tqdm:
+def bar(desc: str, total: int, unit: str = "it", delay: float | None = None) -> tqdm:
     """A bar to advance by hand, for loops whose steps are not one iterable (a no-op bar when disabled).
 
     Use::
@@ -49,4 +64,5 @@ def bar(desc: str, total: int, unit: str = "it", delay: float = 2.0) -> tqdm:
                 ...
                 b.update(len(batch))
     """
+    delay = DELAY if delay is None else delay
     return tqdm(desc=desc, total=total, unit=unit, delay=delay, leave=False, disable=not enabled())
