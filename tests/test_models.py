@@ -262,10 +262,16 @@ def test_broken_hash_memo_is_rewritten(cache_copy, no_build, capsys, memo):
     memo_path = cache_copy.parent.parent / "hashes.json"
     memo_path.unlink(missing_ok=True)
     memo_path.write_bytes(memo)
+    # a killed earlier write of the memo left its temporary file; another cache's in the same folder is not ours
+    killed, other = memo_path.parent / ".hashes.json.abcd1234.tmp", memo_path.parent / ".notes.pt.abcd1234.tmp"
+    for p in (killed, other):
+        p.write_bytes(b"{")
+        os.utime(p, (time.time() - 7200,) * 2)
     load_model(SMOL, device="cpu")  # the cache itself is intact: no rebuild
     assert "hashes.json is unreadable" in capsys.readouterr().err
     known = json.loads(memo_path.read_text())
     assert isinstance(known, dict) and all(len(v) == 64 for v in known.values())
+    assert not killed.exists() and other.exists()
 
 
 def _dead_pid() -> int:

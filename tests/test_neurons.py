@@ -228,26 +228,22 @@ def test_unusable_cache_file_is_decoded_again(monkeypatch, tmp_path, capsys, how
 
 
 def test_stale_temporary_files_are_removed(monkeypatch, tmp_path):
-    """Temporary files a killed write left (the old ``<name>.<pid>.tmp`` and ``save_atomic``'s ``.<name>.pt.*``)
-    are removed once an hour old; a recent one may be a write in progress and is kept."""
+    """A decode sweeps its cache folder with :func:`locedit.files.remove_stale_temps` (tested in test_files.py)."""
     import os
     import time
 
-    from locedit import neurons
+    from locedit.files import STALE_TEMP_SECONDS
 
     monkeypatch.setenv("LOCEDIT_CACHE", str(tmp_path))
     folder = tmp_path / "neurons"
     folder.mkdir()
-    old = [folder / "llama-up-0123456789abcdef01234567.4242.tmp", folder / ".llama-up-0123.pt.a1b2c3"]
-    recent = folder / ".llama-up-4567.pt.d4e5f6"
-    for p in [*old, recent]:
+    old, recent = folder / ".llama-up-0123.pt.a1b2c3d4.tmp", folder / ".llama-up-4567.pt.d4e5f6g7.tmp"
+    for p in (old, recent):
         p.write_bytes(b"half a file")
-    hours_ago = time.time() - neurons.STALE_TEMP_SECONDS - 60
-    for p in old:
-        os.utime(p, (hours_ago, hours_ago))
+    hours_ago = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(old, (hours_ago, hours_ago))
     decode_neurons(tiny_model("llama"), k=3, sample=8)
-    assert not any(p.exists() for p in old)
-    assert recent.exists()
+    assert not old.exists() and recent.exists()
     assert len(list(folder.glob("*.pt"))) == 1
 
 

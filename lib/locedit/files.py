@@ -2,6 +2,7 @@
 
 * :func:`write_atomic` / :func:`save_atomic` write a temporary file in the target's folder, flush it to disk
   (``fsync``) and rename it over the target, so a reader sees the old file or the new one, never half of one.
+  :func:`remove_stale_temps` deletes the temporary files a killed write left, once an hour old.
 * :func:`load_torch` reads a ``torch.save`` file and returns ``None`` (saying why, in one line on stderr) when it is
   missing, truncated or unreadable: a cache entry that cannot be read counts as missing and is recomputed.
 * :func:`manifest` records the size and SHA-256 of every file under a folder; :func:`manifest_problem` says what
@@ -17,12 +18,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 #: The digest manifests use (see the module docstring for its measured cost).
 DIGEST = "sha256"
+
+#: A temporary file untouched this long was left by a killed write (a write takes seconds at most).
+STALE_TEMP_SECONDS = 3600
+
+# The temporary files of a target <name>, and the writers that make them: write_atomic's ".<name>.<random>.tmp",
+# its form before it named them ".tmp" (".<name>.<random>", mkstemp's 8 characters), and the neuron cache's first
+# writer ("<name>.<pid>.tmp").
+_TEMP_NAMES = (
+    re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp"),
+    re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}"),
+    re.compile(r"(?P<name>.+)\.\d+\.tmp"),
+)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -47,7 +62,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"write_atomic writes bytes or str, not {type(data).__name__}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -69,6 +84,41 @@ def save_atomic(obj, path: str | Path) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_atomic(path, buffer.getbuffer())
+
+
+def _temp_target(name: str) -> str | None:
+    """The file name a temporary file named ``name`` was being written to, or ``None`` if it is no temporary."""
+    for pattern in _TEMP_NAMES:
+        match = pattern.fullmatch(name)
+        if match:
+            return match["name"]
+    return None
+
+
+def remove_stale_temps(folder: str | Path, max_age_s: float = STALE_TEMP_SECONDS, of: str | None = None) -> list[Path]:
+    """Delete the temporary files killed writes left in ``folder`` (not its subfolders), once untouched for
+    ``max_age_s`` seconds (a write in progress is seconds old, so it is never touched); return those deleted.
+
+    Temporary files are :func:`write_atomic`'s ``.<name>.<random>.tmp`` (and ``.<name>.<random>``, its form before
+    it ended them in ``.tmp``) and ``<name>.<pid>.tmp``. ``of``: only those of the target file ``of`` (for a folder
+    that holds other caches' files). A missing folder has none.
+    """
+    folder, now, removed = Path(folder), time.time(), []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # missing, or not a folder
+        return removed
+    for temp in entries:
+        target = _temp_target(temp.name)
+        if target is None or (of is not None and target != of):
+            continue
+        try:
+            if temp.is_file() and now - temp.stat().st_mtime > max_age_s:
+                temp.unlink()
+                removed.append(temp)
+        except OSError:  # removed meanwhile by its own writer or another cleaner
+            continue
+    return removed
 
 
 def load_torch(path: str | Path):

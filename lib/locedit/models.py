@@ -89,6 +89,7 @@ def _sha256(path: Path) -> str:
     digest = known.get(key)
     if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
         known[key] = files.file_digest(path)
+        files.remove_stale_temps(memo.parent, of=memo.name)  # a killed write's; the folder holds other caches
         files.write_atomic(memo, json.dumps(known, indent=1))
     return known[key]
 

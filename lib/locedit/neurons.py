@@ -40,26 +40,24 @@ layer out of range raises ``IndexError``; ``kind="gate"`` on an ungated family r
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from locedit.files import load_torch, save_atomic
+from locedit.files import load_torch, remove_stale_temps, save_atomic
+from locedit.fingerprints import weights_digest
 from locedit.lens import Bf16Readout, Readout
 from locedit.models import Model, cache_dir, native_bf16
 from locedit.progress import bar, progress
 
 KINDS: dict[str, str] = {"up": "mlp_up", "gate": "mlp_gate", "down": "mlp_down"}
-CACHE_VERSION = "n1"
-STALE_TEMP_SECONDS = 3600  # a temporary cache file untouched this long was left by a killed run (a write takes < 1 s)
+CACHE_VERSION = "n2"  # n2: keys from locedit.fingerprints.weights_digest (n1's sha256 keys are never looked up)
 
 Neuron = tuple[int, int]  # (layer, index)
 
@@ -311,13 +309,12 @@ def _strs(tokenizer, ids: Iterable[int]) -> list[str]:
 
 
 def _hash_key(model: Model, kind: str, layers: list[int], args: tuple) -> str:
-    digest = hashlib.sha256(repr((CACHE_VERSION, model.spec.family, args)).encode())
+    """The cache key: a digest of every value of the weights a decoding reads (the unembedding, the final norm and
+    the layers' neuron directions; a change to any one value is seen) and of the arguments."""
     spec, hf = model.spec, model.hf
     tensors = [spec.unembedding(hf), *spec.part(hf, "final_norm").parameters()]
     tensors += [neuron_weights(model, kind, layer) for layer in layers]
-    for t in tensors:
-        digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:24]
+    return weights_digest(tensors, sample=None, salt=repr((CACHE_VERSION, spec.family, args)), size=12)
 
 
 def _cache_problem(
@@ -360,18 +357,6 @@ def _cache_problem(
     if top.numel() and (int(top.min()) < 0 or int(top.max()) >= vocab):
         return "its token ids are outside the vocabulary"
     return None
-
-
-def _remove_stale_temps(folder: Path, now: float | None = None) -> None:
-    """Delete temporary files a killed write left in ``folder``: ``save_atomic``'s ``.<name>.pt.*`` and the older
-    ``<name>.<pid>.tmp``, once untouched for :data:`STALE_TEMP_SECONDS` (a write in progress is seconds old)."""
-    now = time.time() if now is None else now
-    for temp in [*folder.glob(".*.pt.*"), *folder.glob("*.tmp")]:
-        try:
-            if now - temp.stat().st_mtime > STALE_TEMP_SECONDS:
-                temp.unlink()
-        except OSError:  # removed meanwhile by its own writer or another cleaner
-            continue
 
 
 @torch.no_grad()
@@ -428,8 +413,7 @@ def decode_neurons(
     if cache:
         key = _hash_key(model, kind, layers, (kind, norm, k, sample, seed) + (("bf16",) if low else ()))
         path = cache_dir() / "neurons" / f"{model.spec.family}-{kind}-{key}.pt"
-        if path.parent.is_dir():
-            _remove_stale_temps(path.parent)
+        remove_stale_temps(path.parent)
         cached = load_torch(path)
         if cached is not None:
             expected = {"kind": kind, "norm": norm, "k": k, "layers": layers,

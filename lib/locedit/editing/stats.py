@@ -14,14 +14,14 @@ one pass over the corpus.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from pathlib import Path
 
 import torch
 
-from locedit.files import load_torch, save_atomic
+from locedit.files import load_torch, remove_stale_temps, save_atomic
+from locedit.fingerprints import model_digest
 from locedit.hooks import patch
 from locedit.models import Model, cache_dir
 
@@ -36,21 +36,11 @@ STARTS = (
 def model_fingerprint(model: Model, layer: int | None = None) -> str:
     """A short hash of the weights a layer's keys depend on (embeddings and blocks 0..layer; all if ``None``).
 
-    It hashes a strided sample of every such parameter (up to 65,536 values each), enough to tell checkpoints
-    and edits apart without reading every byte.
+    :func:`locedit.fingerprints.model_digest`: a strided sample of every such parameter (up to 65,536 values
+    each), enough to tell checkpoints and edits apart without reading every byte.
     """
-    spec, hf = model.spec, model.hf
-    last = spec.n_layers - 1 if layer is None else layer
-    digest = hashlib.blake2b(digest_size=8)
-    params = list(spec.part(hf, "embed").parameters())
-    for i in range(last + 1):
-        params += list(spec.block(hf, i).parameters())
-    for p in params:
-        flat = p.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 65536)].float().cpu()
-        digest.update(str(tuple(p.shape)).encode())
-        digest.update(sample.numpy().tobytes())
-    return digest.hexdigest()
+    last = model.spec.n_layers - 1 if layer is None else layer
+    return model_digest(model, range(last + 1))
 
 
 def _safe(name: str) -> str:
@@ -114,6 +104,7 @@ def key_second_moment(
         model.spec.check_layer(layer)
     corpus_id = f"sampled-k40-s{seed}-len{seq_len}"
     paths = {layer: _stat_path(model, layer, corpus_id, n_tokens, model_fingerprint(model, layer)) for layer in layers}
+    remove_stale_temps(cache_dir() / "stats")  # left by killed writes
     out: dict[int, torch.Tensor] = {}
     missing = []
     for layer, path in paths.items():
