@@ -344,3 +344,82 @@ def test_prefixes_start_at_the_document_boundary(smollm2, monkeypatch):
     assert calls == [([boundary, *the], 6 - len(the)), ([boundary, *because], 6 - len(because)), ([boundary], 5)]
     assert words[0] == "{}" and words[1].startswith("The") and words[2].startswith("Because")
     assert all(t.endswith(". {}") for t in words[1:] + bare[1:])
+
+
+# --- issue #19: stacked edits, reverted in the wrong order, must not silently change the weights -----------------
+
+
+def _two_edits_of_one_layer(model: Model) -> tuple[Edit, Edit, str]:
+    name = next(n for n, p in model.hf.named_parameters() if n.endswith("mlp.down_proj.weight"))
+    shape = dict(model.hf.named_parameters())[name].shape
+    generator = torch.Generator().manual_seed(3)
+    a = Edit({name: torch.randn(shape, generator=generator)}, method="A")
+    b = Edit({name: torch.randn(shape, generator=generator)}, method="B")
+    return a, b, name
+
+
+def test_reverting_stacked_edits_out_of_order_is_refused():
+    """Two edits of one weight, the first reverted first: refused (it would restore its snapshot and so remove the
+    second edit as well, which would still say it is applied); reverted last applied first, bit-exact."""
+    from conftest import tiny_model
+
+    model = tiny_model("llama")
+    before = _snapshot(model)
+    a, b, name = _two_edits_of_one_layer(model)
+    a.apply(model)
+    b.apply(model)
+    both = _snapshot(model)
+    with pytest.raises(EditError, match=r"revert .*B.* first"):
+        a.revert(model)
+    assert a.is_applied and b.is_applied
+    assert _same(model, both)  # the refused revert changed nothing
+    b.revert(model)
+    assert not b.is_applied
+    a.revert(model)
+    assert _same(model, before)
+    # edits of different weights revert in any order
+    other = next(n for n in before if n.endswith("0.mlp.up_proj.weight"))
+    c = Edit({other: torch.ones_like(before[other])}, method="C")
+    a.apply(model)
+    c.apply(model)
+    a.revert(model)
+    c.revert(model)
+    assert _same(model, before)
+
+
+def test_nested_applied_blocks_and_exceptions():
+    from conftest import tiny_model
+
+    model = tiny_model("llama")
+    before = _snapshot(model)
+    a, b, _ = _two_edits_of_one_layer(model)
+    with a.applied(model), b.applied(model):
+        assert a.is_applied and b.is_applied
+    assert _same(model, before) and not a.is_applied and not b.is_applied
+    with pytest.raises(RuntimeError, match="inside"), a.applied(model), b.applied(model):
+        raise RuntimeError("inside")
+    assert _same(model, before) and not a.is_applied and not b.is_applied
+    # an edit left applied inside a block makes the block's exit refuse, and nothing is silently undone
+    with pytest.raises(EditError, match="first"), a.applied(model):
+        b.apply(model)
+    assert a.is_applied and b.is_applied
+    b.revert(model)
+    a.revert(model)
+    assert _same(model, before)
+
+
+def test_applied_edits_lists_the_stack_and_revert_checks_the_model():
+    from conftest import tiny_model
+    from locedit.editing import applied_edits
+
+    model, other = tiny_model("llama"), tiny_model("llama", seed=1)
+    a, b, _ = _two_edits_of_one_layer(model)
+    assert applied_edits(model) == []
+    a.apply(model)
+    b.apply(model)
+    assert [e.method for e in applied_edits(model)] == ["A", "B"]
+    with pytest.raises(EditError, match="another model"):
+        b.revert(other)
+    b.revert(model)
+    a.revert(model)
+    assert applied_edits(model) == []

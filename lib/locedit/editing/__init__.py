@@ -6,7 +6,7 @@ exactly with ``with edit.applied(model): ...``, or ``edit.apply(model)`` / ``edi
 """
 
 from locedit.editing.common import Request, as_request, context_templates
-from locedit.editing.edit import Edit, EditError, applied_per_row
+from locedit.editing.edit import Edit, EditError, applied_edits, applied_per_row
 from locedit.editing.ft import FTHyperParams, ft, ft_each
 from locedit.editing.memit import MEMITHyperParams, memit
 from locedit.editing.rome import ROMEHyperParams, rome, rome_each
@@ -19,6 +19,7 @@ __all__ = [
     "MEMITHyperParams",
     "ROMEHyperParams",
     "Request",
+    "applied_edits",
     "applied_per_row",
     "as_request",
     "context_templates",
