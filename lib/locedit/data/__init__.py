@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from locedit._checks import integer
 from locedit.data.relations import OBJECT_NOTES, RELATIONS, Relation
 
 FACTS_PATH = Path(__file__).with_name("facts.json")
@@ -208,21 +209,6 @@ def _from_known_1000(record: dict) -> dict | None:
     }
 
 
-def _count(value, name: str, minimum: int, fix: str) -> int:
-    """``value`` as an int ≥ ``minimum`` (numpy and torch integers accepted); TypeError / ValueError naming ``name``."""
-    import operator
-
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not a bool: {fix}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}: {fix}") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be ≥ {minimum}, got {value}: {fix}")
-    return value
-
-
 def load_facts(path: str | Path | None = None, limit: int | None = None) -> list[dict]:
     """Load facts in CounterFact's record format.
 
@@ -237,7 +223,7 @@ def load_facts(path: str | Path | None = None, limit: int | None = None) -> list
         limit: keep only the first ``limit`` records (an integer ≥ 0; ``None``: all).
     """
     if limit is not None:
-        limit = _count(limit, "limit", 0, "pass the number of records to keep, e.g. limit=100, or None for all")
+        limit = integer(limit, "limit", 0, "pass the number of records to keep, e.g. limit=100, or None for all")
     path = Path(path) if path is not None else FACTS_PATH
     if not path.exists():
         raise FileNotFoundError(f"no facts file at {path}; pass path=None for the book's own facts")
@@ -274,7 +260,7 @@ def load_facts(path: str | Path | None = None, limit: int | None = None) -> list
 def balanced(records: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
     """``n`` records spread over the relations: shuffled (with ``seed``) within each relation, then taken round-robin
     across relations, so a small sample is not all one relation (the book's facts are 80 of 231 ``P17``)."""
-    n = _count(n, "n", 1, "pass how many records to draw, e.g. balanced(facts, 50)")
+    n = integer(n, "n", 1, "pass how many records to draw, e.g. balanced(facts, 50)")
     by_relation: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_relation[r["requested_rewrite"].get("relation_id", "")].append(r)
