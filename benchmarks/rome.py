@@ -174,7 +174,7 @@ def main() -> None:
         cold = time.perf_counter() - start
         median, times, edit = _median_time(lambda: rome(model, facts[1]), args.repeat)
         measure_peak()
-        hp = ROMEHyperParams()
+        hp = ROMEHyperParams().for_model(model)
         gflop = rome_gflop(model, facts[1], hp, len(edit.info["steps"]))
         result["rome"] = {
             "what": "rome(model, fact) with ROMEHyperParams() defaults, key statistics cached",

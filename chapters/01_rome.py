@@ -68,6 +68,7 @@ from locedit.editing import (
     rome,
     rome_each,
 )
+from locedit.editing import layers as layer_rule
 from locedit.evaluation import evaluate, generate, summarize, target_prob
 from locedit.models import native_bf16
 from locedit.results import ChapterResults, Claim, verdict
@@ -355,21 +356,38 @@ results.metrics.update({"trace.sever_drop_mlp_lower": round(drop_mlp, 4), "trace
 # * **The statistics $C$**: the paper uses 100,000 tokens of Wikipedia; offline we sample `STATS_TOKENS` tokens of
 #   text from the model itself (`locedit.editing.stats`, cached on disk by model, weights, layer and corpus).
 #
-# The edited layer $l^*$ is where §2 puts the MLPs' effect at the last subject token: the peak of that AIE curve,
-# leaving out the windows that contain layer 0. Layer 0's MLP works as part of the token embedding in Llama-family
-# models: restoring it repairs the noise itself, not the recall of a fact (its effect is large at *every* subject
-# token). The layer sweep in §3.3 includes layer 0, so you can see what editing there does. (GPT-2 XL's peak is
-# layer 17 of 48, where the paper edits.)
+# **Which layer.** The book answers "which layer do I edit?" with one rule, the paper's, applied by one function,
+# `locedit.editing.edit_layer(traces)`: the edited layer $l^*$ is where §2 puts the MLPs' effect at the last subject
+# token, the peak of that AIE curve, leaving out the windows that contain layer 0. Layer 0's MLP works as part of
+# the token embedding in Llama-family models: restoring it repairs the noise itself, not the recall of a fact (its
+# effect is large at *every* subject token). MEMIT (§4) spreads its update over `memit_layers(l*)`, the 4 layers
+# ending at $l^*$. The library's defaults (`ROMEHyperParams()`, `FTHyperParams()`, `MEMITHyperParams()`) use the
+# $l^*$ this rule gives at this chapter's full size, stored per model in `locedit.editing.EDIT_LAYERS`; the cell
+# below prints the layer this run's traces give and whether it is that default. The layer sweep in §3.3 includes
+# layer 0, so you can see what editing there does. (On GPT-2 XL the paper's MLP peak is centred on layer 17 of 48,
+# the layer it edits.)
 
 # %%
 mlp_curve = aie["mlp"][last_subj]
 window = default_window(spec.n_layers)
-candidates = [j for j, layer in enumerate(trace_layers) if layer - window // 2 >= 1]
-edit_layer = trace_layers[max(candidates, key=lambda j: float(torch.nan_to_num(mlp_curve[j], nan=-1.0)))]
+edit_layer = layer_rule.edit_layer(traces)  # the rule: peak of mlp_curve, windows holding layer 0 left out
 print(
     f"edit layer l* = {edit_layer}: MLP AIE at the last subject token {float(mlp_curve[trace_layers.index(edit_layer)]):.3f} "
-    f"(with the layer-0 windows: max {float(mlp_curve.max()):.3f} at layer {trace_layers[int(mlp_curve.argmax())]})"
+    f"(with the windows holding layer 0, i.e. layers < {window // 2 + 1}: max {float(mlp_curve.max()):.3f} at "
+    f"layer {trace_layers[int(mlp_curve.argmax())]}); MEMIT's layers: {list(layer_rule.memit_layers(edit_layer))}"
 )
+default_layer = layer_rule.EDIT_LAYERS.get(model_name)
+if default_layer is None:
+    print(f"{model_name} has no measured l* in locedit.editing.EDIT_LAYERS: pass layer={edit_layer} to its editors")
+elif default_layer == edit_layer:
+    print(f"this is the library's default edit layer for {model_name} (EDIT_LAYERS: {default_layer})")
+else:
+    print(
+        f"the library's default for {model_name} is layer {default_layer} (this rule at this chapter's full size, "
+        f"quick=False); this run ({len(traces)} facts, layers {trace_layers[0]}..{trace_layers[-1]} step "
+        f"{TRACE_LAYERS_STEP}) gives {edit_layer}, which the rest of the chapter edits"
+    )
+results.metrics.update({"edit_layer.default": default_layer})
 hp = ROMEHyperParams(layer=edit_layer, context_template_length_params=PREFIXES, mom2_n_samples=STATS_TOKENS)
 with timed("key_statistics"):
     sweep_layers = sorted(set(range(0, spec.n_layers, SWEEP_LAYERS_STEP)) | {edit_layer})
@@ -466,7 +484,8 @@ results.metrics.update({"edit_layer": edit_layer, "sweep.best_layer": best_layer
 # * **ROME** at $l^*$, one edit per record, each evaluated on its own and reverted (`rome_each` optimises the values
 #   of two facts per batch of forward passes: the same edits as one at a time, faster on a CPU; the texts for GE and
 #   RS of all records are sampled in one batch, each row under its own edit).
-# * **MEMIT**: all `N_EVAL` edits at once, spread over the 4 layers ending at $l^*$ (GPT-J: layers 3–8 of 28), with
+# * **MEMIT**: all `N_EVAL` edits at once, spread over `memit_layers(l*)`, the 4 layers ending at $l^*$ (the
+#   library's rule; the released code edits GPT-J at layers 3–8 of 28, around its ROME layer 5), with
 #   the covariance weight λ = 15,000 of the released code. Its value optimisation uses five prefixes of 10 tokens
 #   that start at the words "The", "Therefore", "Because", "I", "You", as in the code; we put the document
 #   boundary `<|endoftext|>` before each word, because this instruct model continues a bare "The" with junk
@@ -495,13 +514,13 @@ with timed("table_ft_l"):
     per_editor["FT-L"] = score_each(ft_each(model, eval_facts, FTHyperParams(layer=edit_layer)))
 with timed("table_rome"):
     per_editor["ROME"] = score_each(rome_each(model, eval_facts, hp))
-memit_layers = tuple(range(max(0, edit_layer - 3), edit_layer + 1))
+memit_range = layer_rule.memit_layers(edit_layer)  # the 4 layers ending at l*
 with timed("table_memit"):
     batch_edit = memit(
         model,
         eval_facts,
         MEMITHyperParams(
-            layers=memit_layers, mom2_n_samples=STATS_TOKENS, context_template_length_params=MEMIT_PREFIXES
+            layers=memit_range, mom2_n_samples=STATS_TOKENS, context_template_length_params=MEMIT_PREFIXES
         ),
     )
     with batch_edit.applied(model):
@@ -533,7 +552,7 @@ paper_rows = pd.DataFrame(
 display(pd.concat([ours, paper_rows]).round(1))
 print(
     f"{N_EVAL} edits ({N_GENERATE} with generation metrics); ROME with {len(templates) - 1} prefixes and "
-    f"{STATS_TOKENS:,}-token statistics at layer {edit_layer}; MEMIT layers {list(memit_layers)}; times (s): "
+    f"{STATS_TOKENS:,}-token statistics at layer {edit_layer}; MEMIT layers {list(memit_range)}; times (s): "
     + ", ".join(f"{k} {v:.0f}" for k, v in results.timings.items() if k.startswith("table"))
 )
 for name, row in ours.iterrows():
@@ -567,13 +586,21 @@ display(ft_bounds.round(1))
 for name, row in ft_bounds.iterrows():
     for k in ("ES", "PS", "NS"):
         results.metrics[f"ft_bound.{name}.{k}"] = round(float(row[k]), 2)
+es_by_bound = ft_bounds["ES"].to_numpy()
+print(
+    f"FT-L at layer {edit_layer} on the first {FT_FACTS} records: "
+    + "; ".join(f"{name}: ES {r.ES:.0f}, PS {r.PS:.0f}, NS {r.NS:.0f}" for name, r in ft_bounds.iterrows())
+    + (
+        ". Loosening the bound lets the edit happen (ES rises with ε)"
+        if es_by_bound[1] > es_by_bound[0]
+        else ". Loosening the bound does not raise ES here"
+    )
+)
 
 # %% [markdown]
-# At full size (the first 20 records, layer 5; measured with these calls when the cell was written) the paper's
-# pattern appears once the bound is loosened: at $\epsilon = 5\cdot10^{-4}$ ES 5, PS 5, NS 92 (the edit barely
-# happens); at $5\cdot10^{-3}$ ES 90, PS 55, NS 76, next to the paper's GPT-2 XL FT-L (ES 99.1, PS 48.7, NS 70.3) and
-# below ROME's generalisation; with no bound ES 100, PS 70 and NS 66, specificity paid for efficacy. The bound's right
-# size depends on the model.
+# Read the printed line against the paper's GPT-2 XL FT-L (ES 99.1, PS 48.7, NS 70.3): if the bound is why FT-L
+# misses here, ES rises as $\epsilon$ grows, PS stays below ROME's, and with no bound at all specificity (NS) pays
+# for efficacy. The bound's right size depends on the model.
 #
 # ## 5. Try it
 #
@@ -639,7 +666,7 @@ claims = [
     Claim(
         claim="MEMIT writes a whole batch of edits at once and keeps them specific",
         paper="GPT-J, 10,000 edits at once: ES 98.9, PS 88.6, NS 73.7 (unedited NS 83.5)",
-        ours=f"{N_EVAL} edits at once over layers {list(memit_layers)}: ES {m_es:.1f}, PS {m_ps:.1f}, NS {m_ns:.1f} "
+        ours=f"{N_EVAL} edits at once over layers {list(memit_range)}: ES {m_es:.1f}, PS {m_ps:.1f}, NS {m_ns:.1f} "
         f"(unedited {ns0:.1f})",
         verdict=verdict(m_es >= 90 and m_ns >= ns0 - 15, partly=m_es >= 60),
     ),
@@ -661,7 +688,8 @@ display(pd.DataFrame([vars(c) for c in claims]))
 # * **Another model.** `model_name="gemma3-270m"` (18 layers), or GPT-2 XL / GPT-J from a local folder if you have
 #   the weights: the paper's exact numbers become reachable (`load_facts(path)` reads the original CounterFact).
 # * **Sequential edits.** Apply ROME edits one after another (`edit.apply(model)` without reverting) and watch NS
-#   fall: the paper reports ROME degrading beyond about 32 sequential edits, which MEMIT fixes.
+#   fall: the paper reports ROME degrading beyond about 32 sequential edits, which MEMIT fixes. Revert them last
+#   applied first (`locedit.editing.applied_edits(model)` lists them); reverting out of order is refused.
 # * **FT-L's bound, finely.** Sweep `FTHyperParams(norm_constraint=...)` between 5e-4 and 5e-3 on all `N_EVAL`
 #   records: where does FT-L start to reach its edits, and how much specificity does each step cost?
 # * **Which token?** `ROMEHyperParams(fact_token="subject_first")` or `"last"` edits at another token: the paper's

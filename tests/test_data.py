@@ -70,3 +70,63 @@ def test_balanced_spreads_relations():
     assert len({f["requested_rewrite"]["relation_id"] for f in sample}) == len(relations)
     assert balanced(facts, 10, seed=1) == balanced(facts, 10, seed=1)
     assert len(balanced(facts, 10_000)) == len(facts)
+
+
+def _known(known_id, subject, template, prompt, attribute="French"):
+    return {"known_id": known_id, "subject": subject, "attribute": attribute, "template": template,
+            "prediction": " " + attribute, "prompt": prompt, "relation_id": "P37"}  # fmt: skip
+
+
+def test_known_1000_prompt_comes_from_the_record_prompt(tmp_path):
+    """known_1000's ``template`` and ``prompt`` differ in 478 of 1,209 records: the fact is the ``prompt``."""
+    known = [
+        _known(0, "Danielle Darrieux", "The mother tongue of {} is", "The mother tongue of Danielle Darrieux is"),
+        _known(1, "Belgium", "In {}, the language spoken is", "In Belgium, the language spoken is a mixture of"),
+        _known(2, "Rome", "{} is the capital of", "Rome, the capital of Italy, is in", attribute="Italy"),
+    ]
+    path = tmp_path / "known_1000.json"
+    path.write_text(json.dumps(known))
+    records = load_facts(path)
+    prompts = [r["requested_rewrite"]["prompt"] for r in records]
+    assert prompts == [
+        "The mother tongue of {} is",
+        "In {}, the language spoken is a mixture of",
+        "{}, the capital of Italy, is in",
+    ]
+    for r, k in zip(records, known, strict=True):
+        rw = r["requested_rewrite"]
+        assert rw["prompt"].format(rw["subject"]) == k["prompt"]
+
+
+def test_known_1000_subject_missing_from_its_prompt_is_skipped_and_counted(tmp_path):
+    known = [
+        _known(0, "Danielle Darrieux", "The mother tongue of {} is", "The mother tongue of Danielle Darrieux is"),
+        _known(7, "Belgium", "In {}, the language spoken is", "In belgium, the language spoken is"),
+    ]
+    path = tmp_path / "known_1000.json"
+    path.write_text(json.dumps(known))
+    with pytest.warns(UserWarning, match=r"skipped 1 of 2 .*known_id \[7\]"):
+        records = load_facts(path)
+    assert [r["case_id"] for r in records] == [0]
+
+
+def test_counts_must_be_integers():
+    import numpy as np
+
+    from locedit.data import balanced
+
+    facts = load_facts()
+    with pytest.raises(TypeError, match="limit must be an integer"):
+        load_facts(limit=2.5)
+    with pytest.raises(TypeError, match="limit must be an integer"):
+        load_facts(limit="10")
+    with pytest.raises(ValueError, match="limit must be ≥ 0"):
+        load_facts(limit=-1)
+    assert len(load_facts(limit=np.int64(3))) == 3
+    with pytest.raises(TypeError, match="n must be an integer"):
+        balanced(facts, 2.0)
+    with pytest.raises(TypeError, match="n must be an integer"):
+        balanced(facts, True)
+    with pytest.raises(ValueError, match="n must be ≥ 1"):
+        balanced(facts, 0)
+    assert len(balanced(facts, np.int32(4))) == 4

@@ -322,3 +322,244 @@ def test_prefixes_start_at_the_document_boundary(smollm2, monkeypatch):
     assert calls == [([boundary, *the], 6 - len(the)), ([boundary, *because], 6 - len(because)), ([boundary], 5)]
     assert words[0] == "{}" and words[1].startswith("The") and words[2].startswith("Because")
     assert all(t.endswith(". {}") for t in words[1:] + bare[1:])
+
+
+# --- issue #19: stacked edits, reverted in the wrong order, must not silently change the weights -----------------
+
+
+def _two_edits_of_one_layer(model: Model) -> tuple[Edit, Edit, str]:
+    name = next(n for n, p in model.hf.named_parameters() if n.endswith("mlp.down_proj.weight"))
+    shape = dict(model.hf.named_parameters())[name].shape
+    generator = torch.Generator().manual_seed(3)
+    a = Edit({name: torch.randn(shape, generator=generator)}, method="A")
+    b = Edit({name: torch.randn(shape, generator=generator)}, method="B")
+    return a, b, name
+
+
+def test_reverting_stacked_edits_out_of_order_is_refused():
+    """Two edits of one weight, the first reverted first: refused (it would restore its snapshot and so remove the
+    second edit as well, which would still say it is applied); reverted last applied first, bit-exact."""
+    from conftest import tiny_model
+
+    model = tiny_model("llama")
+    before = _snapshot(model)
+    a, b, name = _two_edits_of_one_layer(model)
+    a.apply(model)
+    b.apply(model)
+    both = _snapshot(model)
+    with pytest.raises(EditError, match=r"revert .*B.* first"):
+        a.revert(model)
+    assert a.is_applied and b.is_applied
+    assert _same(model, both)  # the refused revert changed nothing
+    b.revert(model)
+    assert not b.is_applied
+    a.revert(model)
+    assert _same(model, before)
+    # edits of different weights revert in any order
+    other = next(n for n in before if n.endswith("0.mlp.up_proj.weight"))
+    c = Edit({other: torch.ones_like(before[other])}, method="C")
+    a.apply(model)
+    c.apply(model)
+    a.revert(model)
+    c.revert(model)
+    assert _same(model, before)
+
+
+def test_nested_applied_blocks_and_exceptions():
+    from conftest import tiny_model
+
+    model = tiny_model("llama")
+    before = _snapshot(model)
+    a, b, _ = _two_edits_of_one_layer(model)
+    with a.applied(model), b.applied(model):
+        assert a.is_applied and b.is_applied
+    assert _same(model, before) and not a.is_applied and not b.is_applied
+    with pytest.raises(RuntimeError, match="inside"), a.applied(model), b.applied(model):
+        raise RuntimeError("inside")
+    assert _same(model, before) and not a.is_applied and not b.is_applied
+    # an edit left applied inside a block makes the block's exit refuse, and nothing is silently undone
+    with pytest.raises(EditError, match="first"), a.applied(model):
+        b.apply(model)
+    assert a.is_applied and b.is_applied
+    b.revert(model)
+    a.revert(model)
+    assert _same(model, before)
+
+
+def test_applied_edits_lists_the_stack_and_revert_checks_the_model():
+    from conftest import tiny_model
+    from locedit.editing import applied_edits
+
+    model, other = tiny_model("llama"), tiny_model("llama", seed=1)
+    a, b, _ = _two_edits_of_one_layer(model)
+    assert applied_edits(model) == []
+    a.apply(model)
+    b.apply(model)
+    assert [e.method for e in applied_edits(model)] == ["A", "B"]
+    with pytest.raises(EditError, match="another model"):
+        b.revert(other)
+    b.revert(model)
+    a.revert(model)
+    assert applied_edits(model) == []
+
+
+# --- issue #19: one rule for the edit layer ---------------------------------------------------------------------
+
+
+def _fake_trace(effect_by_layer, layers, window=6):
+    """A Trace whose MLP effect at its last subject token (position 1 of 3) is ``effect_by_layer``."""
+    from locedit.tracing import Trace
+
+    scores = torch.zeros(len(layers), 3)
+    scores[:, 1] = torch.tensor(effect_by_layer)
+    fact = {"prompt": "a b c", "subject": "b", "target": "x", "tokens": ["a", "b", "c"], "subject_range": (1, 2)}
+    return Trace(**fact, p_clean=1.0, p_corrupt=0.0, scores={"mlp": scores}, noise=1.0, samples=1, window=window,
+                 layers=list(layers))  # fmt: skip
+
+
+def test_edit_layer_rule():
+    import numpy as np
+
+    from locedit.editing import edit_layer, memit_layers
+    from locedit.tracing import BUCKETS
+
+    curve = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.1, 0.3, 0.2, 0.05])
+    assert edit_layer(curve, window=6) == 5  # windows holding layer 0 (layers 0..3) are left out
+    assert edit_layer(curve, window=6, skip_layer0=False) == 0
+    assert edit_layer(curve, window=2) == 2  # window [l - 1, l]: layer 1's holds layer 0
+    full = torch.full((len(BUCKETS), 8), float("nan"))
+    full[BUCKETS.index("last subject")] = curve
+    assert edit_layer(full, window=6) == 5
+    assert edit_layer(curve[::2], layers=[0, 2, 4, 6], window=6) == 6
+    with pytest.raises(ValueError, match="window"):
+        edit_layer(curve)
+    with pytest.raises(ValueError, match="no traced layer"):
+        edit_layer(curve[:3], window=6)
+    # from traces: their own layers and window; the average over facts decides
+    traces = [_fake_trace([0.5, 0.1, 0.2, 0.0], [0, 4, 6, 8]), _fake_trace([0.5, 0.0, 0.3, 0.4], [0, 4, 6, 8])]
+    assert edit_layer(traces) == 6
+    with pytest.raises(ValueError, match="different layers"):
+        edit_layer([traces[0], _fake_trace([0.1, 0.2, 0.3, 0.4], [0, 5, 6, 8])])
+    assert memit_layers(5) == (2, 3, 4, 5) and memit_layers(np.int64(5), 2) == (4, 5)
+    assert memit_layers(1, 4) == (0, 1)
+    with pytest.raises(ValueError, match="n must be ≥ 1"):
+        memit_layers(5, 0)
+
+
+def test_defaults_follow_the_rule_and_layers_take_any_integer(smollm2, tiny_tok):
+    import numpy as np
+
+    from locedit.editing import EDIT_LAYERS, default_edit_layer, memit_layers
+
+    l_star = EDIT_LAYERS["smollm2-135m"]
+    assert default_edit_layer(smollm2) == l_star
+    assert ROMEHyperParams().for_model(smollm2).layer == l_star
+    assert FTHyperParams().for_model(smollm2).layer == l_star
+    assert MEMITHyperParams().for_model(smollm2).layers == memit_layers(l_star)
+    assert MEMITHyperParams().for_model(smollm2).layers[-1] == ROMEHyperParams().for_model(smollm2).layer
+    with pytest.raises(EditError, match="no measured edit layer.*edit_layer"):
+        rome(tiny_tok, FACT, ROMEHyperParams(**FAST))
+    with pytest.raises(EditError, match="no measured edit layer"):
+        memit(tiny_tok, [FACT])
+    for layer in (np.int64(1), torch.tensor(1), np.int32(1)):
+        hp = ROMEHyperParams(layer=layer)
+        assert hp.layer == 1 and type(hp.layer) is int
+    assert MEMITHyperParams(layers=[np.int64(0), torch.tensor(1)]).layers == (0, 1)
+    assert type(FTHyperParams(layer=np.int16(1)).layer) is int
+    for bad in (1.0, "1", True):
+        with pytest.raises(TypeError, match="layer must be an integer"):
+            ROMEHyperParams(layer=bad)
+    with pytest.raises(TypeError, match="sequence of layer indices"):
+        MEMITHyperParams(layers=5)
+    with pytest.raises(TypeError, match="ROMEHyperParams"):
+        rome(tiny_tok, FACT, MEMITHyperParams())
+
+
+# --- issue #19: a request that changes nothing; arguments of the wrong type -----------------------------------------
+
+EIFFEL = "The Eiffel Tower is located in the city of {}"
+
+
+def test_request_whose_new_target_is_the_true_one_is_refused():
+    from locedit.editing import as_request
+
+    same = {"prompt": "The capital of {} is", "subject": "France", "target_new": {"str": "Paris"},
+            "target_true": {"str": " Paris"}}  # fmt: skip
+    with pytest.raises(EditError, match="target_new 'Paris' is target_true"):
+        as_request(same)
+    with pytest.raises(EditError, match="is target_true"):
+        as_request(Request("The capital of {} is", "France", "Paris", "Paris"))
+
+
+def test_request_the_model_already_answers_warns(smollm2, monkeypatch):
+    """SmolLM2's top-1 next token after "The Eiffel Tower is located in the city of" is " Paris": asking ROME to
+    make it say Paris warns, naming the fact (and the edit goes on)."""
+    import importlib
+    import warnings
+
+    from locedit.editing import as_request
+    from locedit.editing.common import warn_if_already_predicted
+
+    prompt = "The Eiffel Tower is located in the city of"
+    paris = as_request({"prompt": prompt, "subject": "The Eiffel Tower", "target_new": "Paris"})
+    with pytest.warns(UserWarning, match=r"already predicts ' Paris'.*'The Eiffel Tower' → 'Paris'"):
+        warn_if_already_predicted(smollm2, [paris], "ROME")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_already_predicted(smollm2, [as_request({**vars(paris), "target_new": "Rome"})], "ROME")
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("stop after the entry checks")
+
+    monkeypatch.setattr(importlib.import_module("locedit.editing.rome"), "keys_at", stop)
+    with pytest.warns(UserWarning, match="already predicts"), pytest.raises(RuntimeError, match="stop after"):
+        rome(smollm2, paris, ROMEHyperParams(layer=5, **FAST))
+
+
+@pytest.mark.parametrize(
+    ("fact", "message"),
+    [
+        ({"prompt": 5, "subject": "France", "target_new": "Rome"}, "prompt must be a string"),
+        ({"prompt": "The capital of {} is", "subject": ["France"], "target_new": "Rome"}, "subject must be a string"),
+        ({"prompt": "The capital of {} is", "subject": "France", "target_new": 3}, "target_new must be a string"),
+        ({"prompt": "The capital of {} is", "subject": "France", "target_new": {"str": 3}}, "target_new must be"),
+        ({"prompt": "The capital of {} is", "subject": "France", "target_new": "Rome", "target_true": 1},
+         "target_true must be a string"),
+    ],
+)  # fmt: skip
+def test_request_fields_must_be_strings(fact, message):
+    from locedit.editing import as_request
+
+    with pytest.raises(TypeError, match=message):
+        as_request(fact)
+
+
+def test_editor_entry_points_check_their_arguments(tiny_tok):
+    from locedit.editing import ft_each, rome_each
+
+    hp = ROMEHyperParams(layer=1, **FAST)
+    with pytest.raises(TypeError, match="list of facts.*rome\\(model, fact\\)"):
+        rome_each(tiny_tok, FACT, hp)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        rome_each(tiny_tok, [FACT], hp, batch_size=2.0)
+    with pytest.raises(TypeError, match="group must be an integer"):
+        ft_each(tiny_tok, [FACT], FTHyperParams(layer=1), group="4")
+    with pytest.raises(TypeError, match="list of facts"):
+        ft_each(tiny_tok, FACT, FTHyperParams(layer=1))
+    with pytest.raises(TypeError, match="prompt must be a string"):
+        memit(tiny_tok, [{"prompt": None, "subject": "France", "target_new": "Rome"}], MEMITHyperParams(layers=(0,)))
+    with pytest.raises(TypeError, match="subject must be a string"):
+        ft(tiny_tok, {"prompt": "The capital of {} is", "subject": 7, "target_new": "Rome"}, FTHyperParams(layer=0))
+    with pytest.raises(EditError, match="cannot read a request from str"):
+        memit(tiny_tok, "France", MEMITHyperParams(layers=(0,)))
+
+
+def test_cold_key_statistics_say_what_they_compute(tiny_tok, tmp_path, monkeypatch, capsys):
+    """Issue #19: the first edit on a cold cache computes the statistics for minutes; one line on stderr says so."""
+    monkeypatch.setenv("LOCEDIT_CACHE", str(tmp_path))
+    key_second_moment(tiny_tok, 1, n_tokens=64, seq_len=16)
+    err = capsys.readouterr().err
+    assert "computing key statistics of layer 1 over 64 tokens, once; cached in" in err
+    assert str(tmp_path / "stats") in err
+    key_second_moment(tiny_tok, 1, n_tokens=64, seq_len=16)  # warm: silent
+    assert "computing" not in capsys.readouterr().err

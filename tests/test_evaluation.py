@@ -98,3 +98,21 @@ def test_ngram_entropy_and_tfidf():
     vec = TfIdf(["Paris is in France.", "Berlin is in Germany.", "Rome is in Italy."])
     assert vec.similarity("Paris France", "Paris is in France.") > vec.similarity("Paris France", "Rome Italy")
     assert math.isclose(vec.similarity("Berlin is in Germany.", "Berlin is in Germany."), 1.0, rel_tol=1e-9)
+
+
+def test_evaluate_argument_types(smollm2):
+    """Issue #19: one record instead of a list, a record without a requested rewrite, or a non-integer batch size
+    fail at once, naming the argument and the fix."""
+    records = load_facts(limit=2)
+    with pytest.raises(TypeError, match=r"list of CounterFact records.*\[record\]"):
+        evaluate(smollm2, records[0])
+    with pytest.raises(TypeError, match="records\\[1\\] must be a CounterFact record"):
+        evaluate(smollm2, [records[0], "The capital of France is"])
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        evaluate(smollm2, records, batch_size=8.0)
+    bad = {**records[0], "requested_rewrite": {**records[0]["requested_rewrite"], "subject": 5}}
+    with pytest.raises(TypeError, match="subject must be a string"):
+        evaluate(smollm2, [bad])
+    bad = {**records[0], "paraphrase_prompts": [None]}
+    with pytest.raises(TypeError, match="paraphrase_prompts must be strings"):
+        evaluate(smollm2, [bad])

@@ -43,3 +43,27 @@ def test_rome_edit_smollm2(smollm2, tmp_path):
     with loaded.applied(smollm2):
         assert smollm2.top_tokens(prompt, k=1)[0][0] == top
     assert all(torch.equal(p, weights[n]) for n, p in smollm2.hf.named_parameters())
+
+
+def test_edit_layer_table_is_what_the_rule_measures(smollm2):
+    """EDIT_LAYERS["smollm2-135m"] is :func:`edit_layer` on chapter 1's full-size trace settings (50 facts, one noise
+    draw, bf16 where the hardware has it), restored at the last subject token only (the only bucket the rule reads)
+    and at the layers whose windows the rule keeps (those holding layer 0 are left out either way)."""
+    from locedit.data import balanced
+    from locedit.editing import EDIT_LAYERS, edit_layer
+    from locedit.models import native_bf16
+    from locedit.tracing import causal_trace, default_window, embedding_std, subject_range
+
+    n_layers = smollm2.spec.n_layers
+    layers = list(range(default_window(n_layers) // 2 + 1, n_layers))
+    dtype = torch.bfloat16 if native_bf16(smollm2.device) else None
+    facts = load_facts()
+    noise = 3 * embedding_std(smollm2, sorted({f["requested_rewrite"]["subject"] for f in facts}))
+    traces = []
+    for f in balanced(facts, 50, seed=0):
+        r = f["requested_rewrite"]
+        text = r["prompt"].format(r["subject"])
+        _, end = subject_range(smollm2, text, r["subject"])
+        traces.append(causal_trace(smollm2, text, r["subject"], r["target_true"]["str"], kinds=("mlp",), noise=noise,
+                                   samples=1, positions=[end - 1], layers=layers, dtype=dtype))  # fmt: skip
+    assert edit_layer(traces) == EDIT_LAYERS["smollm2-135m"]

@@ -150,3 +150,29 @@ def test_positions_subset(smollm2, small_trace):
         assert torch.isnan(scores[:, 0]).all()
     with pytest.raises(IndexError):
         causal_trace(smollm2, PROMPT, SUBJECT, positions=[99])
+
+
+def test_argument_types_fail_before_any_work(smollm2):
+    """Issue #19: a prompt, subject or target that is not a string, or a non-integer sample count or window, is
+    refused at once with a message naming the argument (not deep inside the tokenizer or torch.randn)."""
+    with pytest.raises(TypeError, match="prompt must be a string"):
+        causal_trace(smollm2, [PROMPT], SUBJECT)
+    with pytest.raises(TypeError, match="subject must be a string"):
+        causal_trace(smollm2, PROMPT, None)
+    with pytest.raises(TypeError, match="target must be a string"):
+        causal_trace(smollm2, PROMPT, SUBJECT, 42)
+    for bad in (2.5, "10", True):
+        with pytest.raises(TypeError, match="samples must be an integer"):
+            causal_trace(smollm2, PROMPT, SUBJECT, samples=bad)
+    with pytest.raises(TypeError, match="window must be an integer"):
+        causal_trace(smollm2, PROMPT, SUBJECT, window=2.7)
+    with pytest.raises(TypeError, match="each of layers must be an integer"):
+        causal_trace(smollm2, PROMPT, SUBJECT, layers=[1.5])
+    with pytest.raises(TypeError, match="each of positions must be an integer"):
+        causal_trace(smollm2, PROMPT, SUBJECT, positions=[2.0])
+    with pytest.raises(TraceError, match="samples must be ≥ 1"):
+        causal_trace(smollm2, PROMPT, SUBJECT, samples=0)
+
+
+def test_trace_records_its_layers(smollm2, small_trace):
+    assert small_trace.layers == [0, 9, smollm2.spec.n_layers - 1]

@@ -25,6 +25,7 @@ from contextlib import nullcontext
 import pandas as pd
 import torch
 
+from locedit._checks import integer, string
 from locedit.editing.edit import Edit, applied_per_row
 from locedit.models import Model
 from locedit.progress import progress
@@ -209,9 +210,33 @@ def generate(
 
 def _rewrite(record: dict) -> tuple[str, str, str]:
     rw = record["requested_rewrite"]
+    case = record.get("case_id")
     if rw.get("target_new") is None:
-        raise ValueError(f"record {record.get('case_id')} has no target_new (a known_1000 record?)")
-    return rw["prompt"].format(rw["subject"]), rw["target_true"]["str"], rw["target_new"]["str"]
+        raise ValueError(f"record {case} has no target_new (a known_1000 record?)")
+    for key, example in (("prompt", "The capital of {} is"), ("subject", "France")):
+        string(rw.get(key), f"record {case}'s requested_rewrite {key}", example)
+    true, new = rw["target_true"]["str"], rw["target_new"]["str"]
+    string(true, f"record {case}'s target_true['str']", "Paris")
+    string(new, f"record {case}'s target_new['str']", "Rome")
+    for key in ("paraphrase_prompts", "neighborhood_prompts", "generation_prompts"):
+        if not all(isinstance(p, str) for p in record.get(key, [])):
+            raise TypeError(f"record {case}'s {key} must be strings (prompts with the subject written out)")
+    return rw["prompt"].format(rw["subject"]), true, new
+
+
+def _check_records(records, edits) -> None:
+    if isinstance(records, (dict, str)) or not isinstance(records, Sequence):
+        raise TypeError(
+            f"records must be a list of CounterFact records, got {type(records).__name__}; for one record pass [record]"
+        )
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or not isinstance(record.get("requested_rewrite"), dict):
+            raise TypeError(
+                f"records[{i}] must be a CounterFact record (a dict with 'requested_rewrite'), got "
+                f"{type(record).__name__}: load them with locedit.data.load_facts()"
+            )
+    if edits is not None and (isinstance(edits, Edit) or not isinstance(edits, Sequence)):
+        raise TypeError("edits must be a list with one Edit (or None) per record")
 
 
 def evaluate(
@@ -236,8 +261,11 @@ def evaluate(
     own edit added by a hook (:func:`~locedit.editing.applied_per_row`; the same model to float rounding), which is
     about 10× faster than a ``generate`` call per record on a CPU.
     """
+    _check_records(records, edits)
     if not records:
         raise ValueError("no records to evaluate: pass a non-empty list (e.g. locedit.data.load_facts())")
+    batch_size = integer(batch_size, "batch_size", 1, "prompts per forward pass, e.g. 32")
+    seed = integer(seed, "seed", fix="e.g. seed=0")
     if edits is not None:
         if len(edits) != len(records):
             raise ValueError(f"{len(edits)} edits for {len(records)} records: give one edit (or None) per record")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from locedit._checks import integer, string
 from locedit.hooks import Intervention
 from locedit.models import Model
 from locedit.patching import Patch, record, sweep
@@ -71,6 +72,7 @@ class Trace:
             equal ``p_corrupt`` exactly: they change nothing).
         noise: ν, the noise's standard deviation; ``samples``: noise draws; ``window``: MLP/attention window.
         seconds: wall time of the trace.
+        layers: the layer of each row of ``scores`` (the ``layers`` it was traced at).
     """
 
     prompt: str
@@ -86,6 +88,7 @@ class Trace:
     window: int
     seconds: float = 0.0
     per_sample: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    layers: list[int] | None = None  # the layer of each row of ``scores`` (None: 0..n_layers-1)
 
     def effect(self, kind: str) -> torch.Tensor:
         """The indirect effects IE = P*_{clean h}[o] − P*[o] of ``kind``: [n_layers, T]."""
@@ -186,18 +189,25 @@ def causal_trace(
         dtype, method, batch_size: passed to :func:`locedit.patching.sweep`.
     """
     started = time.perf_counter()
+    string(prompt, "causal_trace's prompt", "The Eiffel Tower is located in the city of")
+    string(subject, "causal_trace's subject", "The Eiffel Tower")
+    if target is not None:
+        string(target, "causal_trace's target", "Paris")
     kinds = list(kinds)
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise TraceError(f"unknown trace kind(s) {unknown}: choose from {', '.join(KINDS)}")
+    samples = integer(samples, "samples", fix="the number of noise draws, e.g. samples=10")
     if samples < 1:
         raise TraceError("samples must be ≥ 1")
     spec = model.spec
     n_layers = spec.n_layers
-    layers = list(range(n_layers)) if layers is None else [int(x) for x in layers]
+    if layers is not None:
+        layers = [integer(x, "each of layers", fix="layer indices, e.g. layers=[0, 5, 10]") for x in layers]
+    layers = list(range(n_layers)) if layers is None else layers
     for layer in layers:
         spec.check_layer(layer)
-    width = default_window(n_layers) if window is None else int(window)
+    width = default_window(n_layers) if window is None else integer(window, "window", fix="layers per window, e.g. 6")
     if width < 1:
         raise TraceError("window must be ≥ 1 layer")
     first, last = subject_range(model, prompt, subject)
@@ -207,9 +217,11 @@ def causal_trace(
     seq = ids.shape[1]
     if seq != len(model.tokenizer(prompt)["input_ids"]):
         raise TraceError(f"the prompt {prompt!r} tokenizes differently on its own and in a batch; pass one prompt")
-    if positions is not None and any(not -seq <= int(p) < seq for p in positions):  # before any forward pass
+    if positions is not None:
+        positions = [integer(p, "each of positions", fix="token positions, e.g. positions=[3]") for p in positions]
+    if positions is not None and any(not -seq <= p < seq for p in positions):  # before any forward pass
         raise IndexError(f"positions {list(positions)} out of range for a {seq}-token prompt")
-    wanted = range(seq) if positions is None else sorted({int(p) % seq for p in positions})
+    wanted = range(seq) if positions is None else sorted({p % seq for p in positions})
     if noise is None:
         noise = 3 * embedding_std(model, [subject])
     gen = torch.Generator().manual_seed(seed)
@@ -280,6 +292,7 @@ def causal_trace(
         window=width,
         seconds=time.perf_counter() - started,
         per_sample={k: per_sample[i] for i, k in enumerate(kinds)},
+        layers=layers,
     )
 
 

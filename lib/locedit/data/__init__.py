@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from locedit._checks import integer
 from locedit.data.relations import OBJECT_NOTES, RELATIONS, Relation
 
 FACTS_PATH = Path(__file__).with_name("facts.json")
@@ -179,14 +181,24 @@ def reference_texts(relations: dict[str, Relation] | None = None) -> dict[tuple[
     }
 
 
-def _from_known_1000(record: dict) -> dict:
-    """A ``known_1000.json`` record → our format (no counterfactual target, no paraphrases or neighbours)."""
+def _from_known_1000(record: dict) -> dict | None:
+    """A ``known_1000.json`` record → our format (no counterfactual target, no paraphrases or neighbours).
+
+    The fact is the record's ``prompt`` (the text the model was checked on), with the subject's first occurrence
+    replaced by ``{}``; not its ``template``, which differs from the prompt in 478 of the 1,209 records ("In {},
+    the language spoken is" against the prompt "In Belgium, the language spoken is a mixture of"). ``None`` when
+    the subject does not occur in the prompt, or the prompt holds braces (the caller counts these).
+    """
+    prompt, subject = record["prompt"], record["subject"]
+    if not subject or subject not in prompt or "{" in prompt or "}" in prompt:
+        return None
+    at = prompt.index(subject)
     return {
         "case_id": record.get("known_id"),
         "requested_rewrite": {
-            "prompt": record["template"],
+            "prompt": prompt[:at] + "{}" + prompt[at + len(subject) :],
             "relation_id": record.get("relation_id"),
-            "subject": record["subject"],
+            "subject": subject,
             "target_true": {"str": record["attribute"]},
             "target_new": None,
         },
@@ -205,9 +217,13 @@ def load_facts(path: str | Path | None = None, limit: int | None = None) -> list
             keys: the book's or CounterFact's ``counterfact.json`` (records with ``"requested_rewrite"``; loaded as
             they are), or ROME's ``known_1000.json`` (records with ``"known_id"``/``"template"``; converted, with
             ``target_new`` set to ``None`` and no paraphrase or neighbourhood prompts: usable for tracing and the
-            known filter, not for editing metrics).
-        limit: keep only the first ``limit`` records.
+            known filter, not for editing metrics). A known_1000 fact is the record's ``prompt`` with the subject
+            replaced by ``{}``; records whose subject does not occur in their prompt are skipped, with one warning
+            that counts them and names their ``known_id``.
+        limit: keep only the first ``limit`` records (an integer ≥ 0; ``None``: all).
     """
+    if limit is not None:
+        limit = integer(limit, "limit", 0, "pass the number of records to keep, e.g. limit=100, or None for all")
     path = Path(path) if path is not None else FACTS_PATH
     if not path.exists():
         raise FileNotFoundError(f"no facts file at {path}; pass path=None for the book's own facts")
@@ -218,7 +234,16 @@ def load_facts(path: str | Path | None = None, limit: int | None = None) -> list
     if "requested_rewrite" in first:
         out = records
     elif "template" in first and "subject" in first:
-        out = [_from_known_1000(r) for r in records]
+        converted = [_from_known_1000(r) for r in records]
+        skipped = [r.get("known_id") for r, c in zip(records, converted, strict=True) if c is None]
+        if skipped:
+            warnings.warn(
+                f"{path}: skipped {len(skipped)} of {len(records)} known_1000 records whose subject does not occur "
+                f"in their prompt (or whose prompt holds braces): known_id {skipped[:10]}"
+                + (" ..." if len(skipped) > 10 else ""),
+                stacklevel=2,
+            )
+        out = [c for c in converted if c is not None]
     else:
         raise ValueError(
             f"{path}: unknown record format with keys {sorted(first)}; expected CounterFact records "
@@ -235,8 +260,7 @@ def load_facts(path: str | Path | None = None, limit: int | None = None) -> list
 def balanced(records: Sequence[dict], n: int, seed: int = 0) -> list[dict]:
     """``n`` records spread over the relations: shuffled (with ``seed``) within each relation, then taken round-robin
     across relations, so a small sample is not all one relation (the book's facts are 80 of 231 ``P17``)."""
-    if n < 1:
-        raise ValueError("n must be ≥ 1")
+    n = integer(n, "n", 1, "pass how many records to draw, e.g. balanced(facts, 50)")
     by_relation: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_relation[r["requested_rewrite"].get("relation_id", "")].append(r)

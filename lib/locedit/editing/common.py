@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from locedit._checks import string
 from locedit.editing.edit import EditError
 from locedit.models import Model
 
@@ -30,6 +33,11 @@ def as_request(fact) -> Request:
 
     A plain dict may give ``prompt`` with the subject written out instead of ``{}``; the subject's first
     occurrence is then replaced by ``{}``.
+
+    Refused: fields that are not strings (``TypeError`` naming the field), and a request whose ``target_new`` is
+    its ``target_true`` (``EditError``: it would change nothing). A request the model already answers with
+    ``target_new`` is not refused here (that needs the model): the editors warn about it
+    (:func:`warn_if_already_predicted`).
     """
     if isinstance(fact, Request):
         request = fact
@@ -38,10 +46,20 @@ def as_request(fact) -> Request:
         new, true = rw.get("target_new"), rw.get("target_true")
         new = new.get("str") if isinstance(new, dict) else new
         true = true.get("str") if isinstance(true, dict) else true
-        request = Request(rw.get("prompt", ""), rw.get("subject") or "", new or "", true)
+        if new is None:
+            raise EditError(
+                "the request has no target_new (a known_1000 record?): give the new object, e.g. "
+                "'target_new': {'str': 'Rome'}"
+            )
+        subject = rw.get("subject")
+        request = Request(rw.get("prompt", ""), "" if subject is None else subject, new, true)
     else:
         raise EditError(f"cannot read a request from {type(fact).__name__}: pass a CounterFact record or a Request")
-    prompt, subject = request.prompt, request.subject
+    prompt = string(request.prompt, "the request's prompt", "The capital of {} is")
+    subject = string(request.subject, "the request's subject", "France")
+    string(request.target_new, "the request's target_new", "Rome")
+    if request.target_true is not None:
+        string(request.target_true, "the request's target_true", "Paris")
     if not subject:
         raise EditError("the request has no subject: give 'subject', e.g. {'subject': 'France', ...}")
     if "{}" not in prompt:
@@ -55,7 +73,43 @@ def as_request(fact) -> Request:
         raise EditError(f"the prompt {prompt!r} must hold exactly one '{{}}' and no other braces")
     if not request.target_new or not request.target_new.strip():
         raise EditError("empty target: give target_new a non-empty string such as 'Rome'")
+    if request.target_true is not None and request.target_new.strip() == request.target_true.strip():
+        raise EditError(
+            f"target_new {request.target_new.strip()!r} is target_true for {prompt.format(subject)!r}: the request "
+            "would change nothing; give another new object"
+        )
     return Request(prompt, subject, request.target_new.strip(), request.target_true)
+
+
+def fact_list(facts, editor: str, one: str | None = None) -> list:
+    """``facts`` as a list; a single fact (a dict, a :class:`Request`) is wrapped when ``one`` is None, refused with
+    a ``TypeError`` pointing to ``one`` (the single-fact editor) otherwise."""
+    if isinstance(facts, (dict, Request, str)):
+        if one is not None:
+            raise TypeError(f"{editor} takes a list of facts; for one fact call {one}, or pass [fact]")
+        return [facts]
+    if not isinstance(facts, Sequence):
+        raise TypeError(f"{editor} takes a list of facts (CounterFact records or Requests), got {type(facts).__name__}")
+    return list(facts)
+
+
+@torch.no_grad()
+def warn_if_already_predicted(model: Model, requests: Sequence[Request], method: str, batch_size: int = 64) -> None:
+    """Warn, naming the fact, for each request whose ``target_new`` already starts with the model's top-1 next token
+    after the prompt: the edit has (almost) nothing to change, which usually means the wrong target was asked for.
+    A warning, not an error: re-asserting a fact the model knows is a legitimate edit."""
+    for start in range(0, len(requests), batch_size):
+        chunk = list(requests[start : start + batch_size])
+        top = model.next_token_probs([r.text for r in chunk]).argmax(-1).tolist()
+        for request, predicted in zip(chunk, top, strict=True):
+            ids = target_ids(model, request.target_new)
+            if ids and ids[0] == predicted:
+                warnings.warn(
+                    f"the model already predicts {model.tokenizer.decode([predicted])!r} (top-1) after "
+                    f"{request.text!r}: the {method} request {request.subject!r} → {request.target_new!r} has little "
+                    "to change (is target_new the object you meant?)",
+                    stacklevel=3,
+                )
 
 
 def check_edit_layer(model: Model, layer: int, what: str = "the edited layer") -> None:

@@ -3,32 +3,49 @@
 An editor never leaves its changes in the model: it computes the deltas (restoring any weight it touched on the
 way, whatever happens) and hands back an ``Edit``. Applying it stores the original tensors it overwrites, so
 :meth:`Edit.revert` puts back the very same bits (``W + d - d`` would not be bit-exact in floating point).
+
+**Several edits kept at once (sequential editing).** Supported:
+
+- apply any number of edits, in any order (``a.apply(model); b.apply(model); ...``), and revert them in the
+  reverse order, last applied first; nested ``with a.applied(model): with b.applied(model): ...`` blocks do exactly
+  that, on every exit path;
+- edits of *different* weights revert in any order;
+- or combine edits into one with ``a + b`` (deltas summed; one apply, one revert).
+
+Refused, with an :class:`EditError` that names the edits to revert first: reverting an edit while a later-applied
+edit of the *same* weight is still applied. The snapshot an edit restores was taken before the later edits, so that
+revert would silently remove them too (while they still said they were applied), and reverting them afterwards
+would write the earlier edit back for good. Each model keeps the stack of edits applied to it
+(:func:`applied_edits`), which is how a revert knows. We chose refusing over "subtract the delta after checking
+W = snapshot + delta" because only restoring the snapshot is bit-exact, and an edit's revert must give back the
+very bits it found.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 
 class EditError(ValueError):
     """A request an editor cannot carry out; the message says how to fix it."""
 
 
-def parameter_name(model: nn.Module, param: torch.Tensor) -> str:
-    """The ``named_parameters`` name of ``param`` inside ``model``."""
-    for name, p in model.named_parameters():
-        if p is param:
-            return name
-    raise KeyError("parameter not found in the model")
+#: hf module → the edits applied to it that are not reverted yet, in the order they were applied.
+_APPLIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-@dataclass
+def applied_edits(model) -> list[Edit]:
+    """The edits applied to ``model`` and not reverted yet, first applied first (revert them from the end)."""
+    return list(_APPLIED.get(getattr(model, "hf", model), []))
+
+
+@dataclass(eq=False)
 class Edit:
     """Weight deltas per parameter name (``"model.layers.5.mlp.down_proj.weight"`` …), plus what made them.
 
@@ -38,13 +55,15 @@ class Edit:
         with edit.applied(model):      # or edit.apply(model) … edit.revert(model)
             model.top_tokens("The capital of France is")
         edit.save("edit.pt"); Edit.load("edit.pt")
+
+    Edits compare by identity. Keeping several applied at once: see the module's docstring (revert the last
+    applied first).
     """
 
     deltas: dict[str, torch.Tensor]
     method: str = ""
     info: dict = field(default_factory=dict)
     _originals: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-    _applied_to: int | None = field(default=None, repr=False)
 
     @property
     def is_applied(self) -> bool:
@@ -72,18 +91,33 @@ class Edit:
         except BaseException:
             _restore(params, originals)
             raise
-        self._originals, self._applied_to = originals, id(hf)
+        self._originals = originals
+        _APPLIED.setdefault(hf, []).append(self)
         return self
 
     def revert(self, model) -> Edit:
-        """Put back the exact original weights."""
+        """Put back the exact original weights.
+
+        Refused (:class:`EditError`, nothing changed) while an edit applied after this one changes one of the same
+        weights and is still applied: revert that one first (see the module's docstring).
+        """
         hf = getattr(model, "hf", model)
         if not self.is_applied:
             raise EditError("this edit is not applied")
-        if id(hf) != self._applied_to:
-            raise EditError("this edit was applied to another model")
+        stack = _APPLIED.get(hf, [])
+        position = next((i for i, e in enumerate(stack) if e is self), None)
+        if position is None:
+            raise EditError("this edit was applied to another model: revert it on the model it was applied to")
+        later = [e for e in stack[position + 1 :] if set(e.deltas) & set(self.deltas)]
+        if later:
+            names = ", ".join(_label(e, stack) for e in reversed(later))
+            raise EditError(
+                f"cannot revert {_label(self, stack)} yet: edits applied after it change the same weights and are "
+                f"still applied; revert {names} first (last applied first), or apply edits as one with `a + b`"
+            )
         _restore(dict(hf.named_parameters()), self._originals)
-        self._originals, self._applied_to = None, None
+        self._originals = None
+        del stack[position]
         return self
 
     @contextmanager
@@ -116,6 +150,20 @@ class Edit:
     def load(cls, path: str | Path) -> Edit:
         data = torch.load(Path(path), weights_only=False)
         return cls(deltas=data["deltas"], method=data["method"], info=data["info"])
+
+
+def _label(edit: Edit, stack: list[Edit]) -> str:
+    """``ROME edit 'France' → 'Rome' (applied 2nd)``: which edit, in words."""
+    info = edit.info or {}
+    requests = [info["request"]] if isinstance(info.get("request"), dict) else info.get("requests") or []
+    what = f"{edit.method or 'the'} edit"
+    if len(requests) == 1 and isinstance(requests[0], dict):
+        what += f" {requests[0].get('subject')!r} → {requests[0].get('target_new')!r}"
+    elif requests:
+        what += f" of {len(requests)} facts"
+    n = next(i for i, e in enumerate(stack) if e is edit) + 1
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10 if n % 100 not in (11, 12, 13) else 0, "th")
+    return f"{what} (applied {n}{suffix})"
 
 
 def _restore(params: dict[str, torch.Tensor], originals: dict[str, torch.Tensor]) -> None:

@@ -10,18 +10,29 @@ teacher-force the target tokens (the NLL the metrics use).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from locedit.editing.common import as_request, check_edit_layer, edited_weight, target_ids
+from locedit._checks import integer
+from locedit.editing.common import (
+    as_request,
+    check_edit_layer,
+    edited_weight,
+    fact_list,
+    target_ids,
+    warn_if_already_predicted,
+)
 from locedit.editing.edit import Edit, EditError, frozen, restoring
+from locedit.editing.layers import _integer, default_edit_layer
 from locedit.models import Model
 
 
 @dataclass
 class FTHyperParams:
-    layer: int = 6
+    """FT-L's settings (the released code's). ``layer=None`` (the default): the model's measured l*, as ROME's."""
+
+    layer: int | None = None
     num_steps: int = 25
     lr: float = 5e-4
     weight_decay: float = 0.0
@@ -29,15 +40,30 @@ class FTHyperParams:
     early_stop_loss: float = 1e-2
     whole_mlp: bool = False
 
+    def __post_init__(self):
+        if self.layer is not None:
+            self.layer = _integer(self.layer, "FTHyperParams.layer")
+
+    def for_model(self, model: Model) -> FTHyperParams:
+        """These settings with ``layer=None`` replaced by ``model``'s l*."""
+        return self if self.layer is not None else replace(self, layer=default_edit_layer(model))
+
+
+def _hparams(hparams, model: Model) -> FTHyperParams:
+    if hparams is not None and not isinstance(hparams, FTHyperParams):
+        raise TypeError(f"hparams must be an FTHyperParams, got {type(hparams).__name__}")
+    return (hparams or FTHyperParams()).for_model(model)
+
 
 def ft(model: Model, facts, hparams: FTHyperParams | None = None) -> Edit:
     """Fine-tune on one fact or a list of facts; returns an :class:`Edit` (not applied; weights untouched)."""
-    hp = hparams or FTHyperParams()
-    facts = facts if isinstance(facts, list) else [facts]
+    facts = fact_list(facts, "ft")
     if not facts:
         raise EditError("no facts to edit: pass one fact or a non-empty list")
+    hp = _hparams(hparams, model)
     check_edit_layer(model, hp.layer)
     requests = [as_request(f) for f in facts]
+    warn_if_already_predicted(model, requests, "FT")
     name, weight, _ = edited_weight(model, hp.layer)
     if hp.whole_mlp:
         mlp = model.spec.part(model.hf, "mlp", hp.layer)
@@ -85,13 +111,16 @@ def ft_each(model: Model, facts: list, hparams: FTHyperParams | None = None, gro
     faster on a CPU. Only the default setting (output projection, no weight decay) is batched; other settings
     run :func:`ft` once per fact.
     """
-    hp = hparams or FTHyperParams()
+    facts = fact_list(facts, "ft_each", one="ft(model, fact)")
     if not facts:
         raise EditError("no facts to edit: pass a non-empty list")
+    hp = _hparams(hparams, model)
+    group = integer(group, "group", 1, "facts trained together in one batch, e.g. 25")
     if hp.whole_mlp or hp.weight_decay:
         return [ft(model, f, hp) for f in facts]
     check_edit_layer(model, hp.layer)
     requests = [as_request(f) for f in facts]
+    warn_if_already_predicted(model, requests, "FT")
     name, weight, transposed = edited_weight(model, hp.layer)
     module = model.spec.part(model.hf, "mlp_down", hp.layer)
     d_out, d_in = (weight.shape[1], weight.shape[0]) if transposed else tuple(weight.shape)

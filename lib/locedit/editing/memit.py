@@ -9,13 +9,14 @@ Many facts at once, spread over a range R of MLP layers:
    ΔW_l = R K_lᵀ (λ C_l + K_l K_lᵀ)⁻¹, with C_l = E[k kᵀ] and λ = ``mom2_update_weight``.
 
 Defaults are the released code's for GPT-J (clamp 0.75, 25 steps, lr 0.5, KL 0.0625, λ 15000, prefixes: five
-10-token samples from "The", "Therefore", "Because", "I", "You"); the layer range is chosen for SmolLM2.
+10-token samples from "The", "Therefore", "Because", "I", "You"). The layer range defaults to the model's
+:func:`~locedit.editing.layers.memit_layers`: the 4 layers ending at its measured l* (2–5 for SmolLM2-135M).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -24,9 +25,12 @@ from locedit.editing.common import (
     check_edit_layer,
     context_templates,
     edited_weight,
+    fact_list,
     token_index,
+    warn_if_already_predicted,
 )
 from locedit.editing.edit import Edit, EditError, restoring
+from locedit.editing.layers import _integer, default_edit_layer, memit_layers
 from locedit.editing.rome import _batch, keys_at, optimise_values
 from locedit.editing.stats import key_second_moment
 from locedit.hooks import patch
@@ -35,7 +39,13 @@ from locedit.models import Model
 
 @dataclass
 class MEMITHyperParams:
-    layers: tuple[int, ...] = (4, 5, 6, 7)  # GPT-J: 3..8 of 28
+    """MEMIT's settings; defaults are the released code's for GPT-J except ``layers``.
+
+    ``layers=None`` (the default) spreads the update over ``memit_layers(l*)``, the 4 layers ending at the model's
+    measured l* (:mod:`locedit.editing.layers`); any integer types are accepted. :meth:`for_model` fills them in.
+    """
+
+    layers: tuple[int, ...] | None = None  # None: memit_layers(the model's l*). The code: GPT-J 3..8 of 28
     fact_token: str = "subject_last"
     v_num_grad_steps: int = 25
     v_lr: float = 0.5
@@ -52,6 +62,19 @@ class MEMITHyperParams:
     z_batch: int = 16  # facts whose z are optimised in one batch of forward passes
     seed: int = 0
 
+    def __post_init__(self):
+        if self.layers is not None:
+            if isinstance(self.layers, (str, bytes)) or not hasattr(self.layers, "__iter__"):
+                raise TypeError(
+                    f"MEMITHyperParams.layers must be a sequence of layer indices such as (2, 3, 4, 5), got "
+                    f"{type(self.layers).__name__} {self.layers!r}"
+                )
+            self.layers = tuple(_integer(x, "MEMITHyperParams.layers[i]") for x in self.layers)
+
+    def for_model(self, model: Model) -> MEMITHyperParams:
+        """These settings with ``layers=None`` replaced by ``memit_layers(model's l*)``."""
+        return self if self.layers is not None else replace(self, layers=memit_layers(default_edit_layer(model)))
+
 
 @torch.no_grad()
 def _residuals(model: Model, layer: int, requests, fact_token: str) -> torch.Tensor:
@@ -65,10 +88,12 @@ def _residuals(model: Model, layer: int, requests, fact_token: str) -> torch.Ten
 
 def memit(model: Model, facts, hparams: MEMITHyperParams | None = None, verbose: bool = False) -> Edit:
     """Edit all ``facts`` at once; returns an :class:`Edit` (not applied; the weights are restored on return)."""
-    hp = hparams or MEMITHyperParams()
-    facts = facts if isinstance(facts, list) else [facts]
+    if hparams is not None and not isinstance(hparams, MEMITHyperParams):
+        raise TypeError(f"hparams must be a MEMITHyperParams, got {type(hparams).__name__}")
+    facts = fact_list(facts, "memit")
     if not facts:
         raise EditError("no facts to edit: pass a non-empty list of CounterFact records or requests")
+    hp = (hparams or MEMITHyperParams()).for_model(model)
     if not hp.layers:
         raise EditError("MEMIT needs at least one layer in hparams.layers")
     layers = sorted(hp.layers)
@@ -77,6 +102,7 @@ def memit(model: Model, facts, hparams: MEMITHyperParams | None = None, verbose:
     if hp.v_loss_layer not in (None, model.spec.n_layers - 1):
         raise EditError("only v_loss_layer=None (the last layer) is supported")
     requests = [as_request(f) for f in facts]
+    warn_if_already_predicted(model, requests, "MEMIT")
     weights = {layer: edited_weight(model, layer) for layer in layers}
     started = time.perf_counter()
     top = layers[-1]

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
 
+from locedit._checks import integer
 from locedit.arch import LayerAdapter, layer_adapter, output_head
 from locedit.editing.common import (
     Request,
@@ -30,10 +31,13 @@ from locedit.editing.common import (
     check_edit_layer,
     context_templates,
     edited_weight,
+    fact_list,
     target_ids,
     token_index,
+    warn_if_already_predicted,
 )
 from locedit.editing.edit import Edit, EditError, frozen
+from locedit.editing.layers import _integer, default_edit_layer
 from locedit.editing.stats import key_second_moment
 from locedit.hooks import patch
 from locedit.models import Model
@@ -41,9 +45,15 @@ from locedit.models import Model
 
 @dataclass
 class ROMEHyperParams:
-    """ROME's settings; defaults are the released code's for GPT-2 XL except ``layer`` (chosen for SmolLM2)."""
+    """ROME's settings; defaults are the released code's for GPT-2 XL except ``layer``.
 
-    layer: int = 6  # GPT-2 XL: 17 of 48, GPT-2 Medium: 8 of 24, GPT-J: 5 of 28
+    ``layer=None`` (the default) edits the model's measured l* (:data:`locedit.editing.layers.EDIT_LAYERS`: 5 for
+    SmolLM2-135M, found with :func:`locedit.editing.edit_layer`'s rule); a model without a measured l* gets an
+    :class:`EditError` saying how to find it. Any integer type is accepted (``np.int64(5)``).
+    :meth:`for_model` gives the settings with the layer filled in.
+    """
+
+    layer: int | None = None  # None: the model's l*. The code: GPT-2 XL 17 of 48, GPT-2 Medium 8 of 24, GPT-J 5 of 28
     fact_token: str = "subject_last"
     v_num_grad_steps: int = 20
     v_lr: float = 0.5
@@ -59,6 +69,14 @@ class ROMEHyperParams:
     context_template_length_params: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
     context_starts: tuple[str, ...] | None = None  # the code: None (prefixes sampled from <|endoftext|> alone)
     seed: int = 0
+
+    def __post_init__(self):
+        if self.layer is not None:
+            self.layer = _integer(self.layer, "ROMEHyperParams.layer")
+
+    def for_model(self, model: Model) -> ROMEHyperParams:
+        """These settings with ``layer=None`` replaced by ``model``'s l* (:func:`default_edit_layer`)."""
+        return self if self.layer is not None else replace(self, layer=default_edit_layer(model))
 
 
 def _check(model: Model, layer: int, loss_layer: int | None) -> None:
@@ -362,8 +380,12 @@ def solve_c(c: torch.Tensor, x: torch.Tensor, ridge: float = 0.0) -> torch.Tenso
 def rome(model: Model, fact, hparams: ROMEHyperParams | None = None, verbose: bool = False) -> Edit:
     """One ROME edit of ``fact`` (a CounterFact record, its requested_rewrite, or a :class:`Request`).
 
-    Returns an :class:`~locedit.editing.edit.Edit` (not applied). The model's weights are untouched.
+    Returns an :class:`~locedit.editing.edit.Edit` (not applied). The model's weights are untouched. Refused: a
+    ``target_new`` equal to ``target_true`` (:class:`EditError`); warned about: a ``target_new`` whose first token
+    the model already predicts after the prompt (``UserWarning`` naming the fact).
     """
+    if isinstance(fact, (list, tuple)):
+        raise TypeError("rome edits one fact; for a list of facts call rome_each(model, facts)")
     return rome_each(model, [fact], hparams, verbose)[0]
 
 
@@ -382,13 +404,18 @@ def rome_each(
     To write many facts into one model at once, use :func:`locedit.editing.memit` instead: these edits are not
     meant to be summed.
     """
-    hp = hparams or ROMEHyperParams()
-    _check(model, hp.layer, hp.v_loss_layer)
+    if hparams is not None and not isinstance(hparams, ROMEHyperParams):
+        raise TypeError(f"hparams must be a ROMEHyperParams, got {type(hparams).__name__}")
+    facts = fact_list(facts, "rome_each", one="rome(model, fact)")
     if not facts:
         raise EditError("no facts to edit: pass a non-empty list of CounterFact records or requests")
+    hp = (hparams or ROMEHyperParams()).for_model(model)
+    _check(model, hp.layer, hp.v_loss_layer)
+    batch_size = integer(batch_size, "batch_size", fix="facts per batch of the value optimisation, e.g. 2")
     if batch_size < 1:
         raise EditError("batch_size must be ≥ 1")
     requests = [as_request(f) for f in facts]
+    warn_if_already_predicted(model, requests, "ROME")
     name, weight, transposed = edited_weight(model, hp.layer)
     started = time.perf_counter()
     templates = context_templates(model, hp.context_template_length_params, starts=hp.context_starts, seed=hp.seed)

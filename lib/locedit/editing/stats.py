@@ -15,6 +15,7 @@ one pass over the corpus.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -115,6 +116,9 @@ def key_second_moment(
             missing.append(layer)
     if missing:
         started = time.perf_counter()
+        names = f"layer {missing[0]}" if len(missing) == 1 else f"layers {missing}"
+        print(f"computing key statistics of {names} over {n_tokens:,} tokens, once; cached in "
+              f"{paths[missing[0]].parent}", file=sys.stderr, flush=True)  # fmt: skip
         ids = sample_corpus(model, n_tokens, seq_len=seq_len, seed=seed)
         d = model.spec.d_mlp
         sums = {layer: torch.zeros(d, d, dtype=torch.float64) for layer in missing}
