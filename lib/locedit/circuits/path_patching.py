@@ -45,9 +45,9 @@ from typing import Any, Literal
 
 import torch
 
-from locedit.hooks import Intervention, Site, patch
+from locedit.hooks import Intervention, Site, patch, run_with
 from locedit.models import Model
-from locedit.patching import Patch, as_dtype, record, sweep
+from locedit.patching import Patch, as_dtype, sweep
 
 Head = tuple[int, int]
 Receivers = Literal["logits"] | Sequence[Head]
@@ -229,10 +229,10 @@ def _recorder(store: dict, key):
     return fn
 
 
-def _plain_ld(run: Model, ids: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        logits = run.hf(input_ids=ids, logits_to_keep=1).logits.float()
-    return _ld_metric(answers)(logits, torch.arange(len(ids))).cpu()
+def _run(run: Model, ids: torch.Tensor, answers: torch.Tensor, layers) -> tuple[torch.Tensor, dict]:
+    """One plain forward pass: the LD of each row [rows] and z at ``layers`` ({"z.l": [rows, seq, heads, d_head]})."""
+    logits, z = run_with(run, {"input_ids": ids}, record=[Site("z", layer) for layer in layers], logits_to_keep=1)
+    return _ld_metric(answers)(logits.float(), torch.arange(len(ids))).cpu(), z
 
 
 # --- the fast path -----------------------------------------------------------------------------------------------
@@ -266,13 +266,11 @@ def path_patching_logit_diffs(
         x_bar = torch.tensor([corrupt_ids[i] for i in idx], device=device)
         ans = answers[idx]
         metric = _ld_metric(ans)
-        ld_clean[idx] = _plain_ld(run, x, ans)
-        ld_corrupt[idx] = _plain_ld(run, x_bar, ans)
         last = [length - 1]
         top = n_layers if recv is None else max(layer for layer, _ in recv) + 1  # layers that matter for the receivers
-        clean_z = record(run, {"input_ids": x}, [Site("z", layer) for layer in range(top)])
         sender_layers = sorted({layer for layer, _ in send})
-        corrupt_z = record(run, {"input_ids": x_bar}, [Site("z", layer) for layer in sender_layers])
+        ld_clean[idx], clean_z = _run(run, x, ans, range(top))
+        ld_corrupt[idx], corrupt_z = _run(run, x_bar, ans, sender_layers)
         freeze = {
             layer: Intervention(f"z.{layer}", "replace", clean_z[f"z.{layer}"], positions=last) for layer in range(top)
         }
@@ -393,14 +391,8 @@ def path_patching_reference(
         x = torch.tensor([clean_ids[i] for i in idx], device=device)
         x_bar = torch.tensor([corrupt_ids[i] for i in idx], device=device)
         ans = answers[idx]
-        ld_clean[idx] = _plain_ld(run, x, ans)
-        ld_corrupt[idx] = _plain_ld(run, x_bar, ans)
-        all_z = [Site("z", layer) for layer in range(n_layers)]
-        with torch.no_grad():
-            with patch(run, record=all_z) as clean_z:
-                run.hf(input_ids=x)
-            with patch(run, record=all_z) as corrupt_z:
-                run.hf(input_ids=x_bar)
+        ld_clean[idx], clean_z = _run(run, x, ans, range(n_layers))
+        ld_corrupt[idx], corrupt_z = _run(run, x_bar, ans, range(n_layers))
         last = [length - 1]
         for j, (sl, sh) in enumerate(send):
             store: dict[int, torch.Tensor] = {}
@@ -416,13 +408,13 @@ def path_patching_reference(
                 ivs.append(Intervention(f"z.{layer}", "replace", clean_z[f"z.{layer}"], positions=last, index=others))
             ivs.append(Intervention(f"z.{sl}", "replace", corrupt_z[f"z.{sl}"], positions=last, index=[sh]))
             with torch.no_grad(), patch(run, ivs):
-                logits = run.hf(input_ids=x).logits.float()
+                logits = run.hf(input_ids=x, logits_to_keep=1).logits.float()
             if recv is not None:
                 back = [
                     Intervention(f"z.{rl}", "replace", store[r], positions=last, index=[rh])
                     for r, (rl, rh) in enumerate(recv)
                 ]
                 with torch.no_grad(), patch(run, back):
-                    logits = run.hf(input_ids=x).logits.float()
+                    logits = run.hf(input_ids=x, logits_to_keep=1).logits.float()
             patched[idx, j] = _ld_metric(ans)(logits, torch.arange(len(idx))).cpu()
     return PathLogitDiffs(patched, ld_clean, ld_corrupt, tuple(send), (n_layers, n_heads))
