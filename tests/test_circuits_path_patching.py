@@ -3,6 +3,8 @@ GPT-2 models, SmolLM2 on IOI), computes only the last position from each sender'
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
@@ -60,6 +62,15 @@ def test_prompts_of_different_lengths_are_grouped(tiny):
     _agree(fast, path_patching_reference(tiny, clean, corrupt, answers, senders=senders))
     alone = path_patching_logit_diffs(tiny, c2, x2, a2, senders=senders)
     assert torch.allclose(fast.patched[2:], alone.patched, atol=TOL)
+
+
+def test_chunks_of_prompts_agree(tiny, monkeypatch):
+    module = importlib.import_module("locedit.circuits.path_patching")  # the module, not the function
+
+    clean, corrupt, answers = _tiny_task(n=3)
+    whole = path_patching_logit_diffs(tiny, clean, corrupt, answers)
+    monkeypatch.setattr(module, "ROWS_PER_SWEEP", 2 * tiny.spec.n_heads)  # one prompt per sweep
+    _agree(path_patching_logit_diffs(tiny, clean, corrupt, answers), whole)
 
 
 def test_only_the_last_position_from_the_sender_layer_up(tiny):

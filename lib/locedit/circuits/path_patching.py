@@ -33,7 +33,8 @@ Receivers ``q``, ``k`` and ``v`` (the paper's other components) need sites for t
 which :data:`locedit.arch.SITES` does not have yet; with grouped-query attention (SmolLM2: 9 query heads over 3 KV
 heads) ``k`` and ``v`` receivers would be per KV group, shared by 3 query heads, not per head.
 
-Prompts of different token lengths are grouped by length and each group is one sweep (no padding anywhere).
+Prompts of different token lengths are grouped by length, and each group is one sweep (or several, of at most
+~4096 patched rows each); no padding anywhere.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from locedit.models import Model
 from locedit.patching import Patch, as_dtype, sweep
 
 Head = tuple[int, int]
+#: Patched rows (prompts × senders) per sweep at most: the engine holds every patch's compiled values at once.
+ROWS_PER_SWEEP = 4096
 Receivers = Literal["logits"] | Sequence[Head]
 
 
@@ -184,8 +187,9 @@ def _token_lists(model: Model, prompts: Any, what: str) -> list[list[int]]:
     return out
 
 
-def _inputs(model: Model, clean: Any, corrupt: Any, answers: Any):
-    """Clean / corrupt token lists, answers [N, 2], and the prompt indices grouped by token length."""
+def _inputs(model: Model, clean: Any, corrupt: Any, answers: Any, chunk: int):
+    """Clean / corrupt token lists, answers [N, 2], and the prompt indices grouped by token length, at most
+    ``chunk`` prompts a group: [(length, indices)]."""
     clean_ids, corrupt_ids = _token_lists(model, clean, "clean"), _token_lists(model, corrupt, "corrupt")
     if len(clean_ids) != len(corrupt_ids):
         raise ValueError(f"{len(clean_ids)} clean prompts but {len(corrupt_ids)} corrupted ones: give one of each")
@@ -204,9 +208,10 @@ def _inputs(model: Model, clean: Any, corrupt: Any, answers: Any):
         raise ValueError(
             f"answers must be [{len(clean_ids)}, 2] (correct, alternative ids), got {tuple(answers.shape)}"
         )
-    groups: dict[int, list[int]] = {}
+    by_length: dict[int, list[int]] = {}
     for i, ids in enumerate(clean_ids):
-        groups.setdefault(len(ids), []).append(i)
+        by_length.setdefault(len(ids), []).append(i)
+    groups = [(length, idx[lo : lo + chunk]) for length, idx in by_length.items() for lo in range(0, len(idx), chunk)]
     return clean_ids, corrupt_ids, answers, groups
 
 
@@ -255,13 +260,14 @@ def path_patching_logit_diffs(
     and corrupted runs'."""
     run = as_dtype(model, dtype)
     recv, send = _plan(run, receivers, component, senders)
-    clean_ids, corrupt_ids, answers, groups = _inputs(run, clean, corrupt, answers)
+    chunk = max(1, ROWS_PER_SWEEP // len(send))
+    clean_ids, corrupt_ids, answers, groups = _inputs(run, clean, corrupt, answers, chunk)
     n_layers = run.spec.n_layers
     device = run.device
     n = len(clean_ids)
     patched = torch.empty(n, len(send))
     ld_clean, ld_corrupt = torch.empty(n), torch.empty(n)
-    for length, idx in groups.items():
+    for length, idx in groups:
         x = torch.tensor([clean_ids[i] for i in idx], device=device)
         x_bar = torch.tensor([corrupt_ids[i] for i in idx], device=device)
         ans = answers[idx]
@@ -381,13 +387,13 @@ def path_patching_reference(
     every layer (below the sender too) and nothing skipped. Slow; for tests and benchmarks."""
     run = as_dtype(model, dtype)
     recv, send = _plan(run, receivers, component, senders)
-    clean_ids, corrupt_ids, answers, groups = _inputs(run, clean, corrupt, answers)
+    clean_ids, corrupt_ids, answers, groups = _inputs(run, clean, corrupt, answers, 256)
     n_layers, n_heads = run.spec.n_layers, run.spec.n_heads
     device = run.device
     n = len(clean_ids)
     patched = torch.empty(n, len(send))
     ld_clean, ld_corrupt = torch.empty(n), torch.empty(n)
-    for length, idx in groups.items():
+    for length, idx in groups:
         x = torch.tensor([clean_ids[i] for i in idx], device=device)
         x_bar = torch.tensor([corrupt_ids[i] for i in idx], device=device)
         ans = answers[idx]
