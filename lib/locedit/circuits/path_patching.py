@@ -18,9 +18,10 @@ The score of a sender is the paper's normalised logit difference
     effect = (LD_patched − LD_clean) / (LD_corrupt − LD_clean),
 
 each LD the mean over prompts of logit(correct) − logit(alternative) at the last position (IO − S for IOI). 0: the
-sender's path carries nothing; 1: it carries the whole clean → corrupt change; negative: it pushes towards the
-correct answer. (The paper averages this ratio over batches of 25 prompts, ``norm_batches=25``, and plots
-−100 × effect.)
+sender's path carries nothing; 1: it carries the whole clean → corrupt change; negative: corrupting it moves the LD
+the other way (its clean path works against the answer, as a negative name mover's does). (The paper averages this
+ratio over batches of 25 prompts, ``norm_batches=25``, and plots −100 × effect.) Heads that are not senders are NaN
+(the paper's code leaves them at 0: heads at or above a receiver's layer cannot reach it).
 
 Speed. A patch at the last position cannot change any earlier position, nor anything below the sender's layer, so
 :func:`path_patching` runs on the patching engine (:func:`locedit.patching.sweep`): one row per prompt × sender, each
