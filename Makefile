@@ -6,7 +6,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PY_DIRS := $(wildcard lib tests chapters benchmarks scripts)
 NOTEBOOKS := $(patsubst chapters/%.py,executed/%.ipynb,$(wildcard chapters/*.py))
 
-.PHONY: setup test book test-book bench lint format clean
+.PHONY: setup test book test-book notebooks bench lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +39,10 @@ test-book: setup
 	@start=$$(date +%s); \
 	LOCEDIT_BOOK_TEST=1 python -m pytest tests/browser -p no:cacheprovider; \
 	status=$$?; echo "make test-book: $$(( $$(date +%s) - start )) s elapsed"; exit $$status
+
+## make notebooks: regenerate notebooks/*.ipynb (committed, no outputs, Colab install cell) from chapters/*.py.
+notebooks: setup
+	python scripts/notebooks.py write
 
 ## make bench: speed against peer libraries (installs the optional peers first).
 bench: setup

@@ -9,6 +9,7 @@ screenshotted into book/_build/screenshots/ (what a reader sees first, 1280 px w
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -53,3 +54,16 @@ def test_intro_marks_unwritten_chapters_as_coming(site):
             assert "(coming)" not in item and 'href="chapters/' in item, f"chapter {i} is written: {item[:120]}"
         else:
             assert "(coming)" in item, f"chapter {i} is not written yet but not marked (coming): {item[:120]}"
+
+
+def test_chapter_pages_link_their_notebook_and_colab(site):
+    for page in sorted((site / "chapters").glob("*.html")):
+        html = page.read_text()
+        download = re.search(r'class="locedit-download" href="([^"]+)"', html)
+        colab = re.search(r'class="locedit-colab" href="([^"]+)"', html)
+        assert download and colab, f"{page.name}: no download / Colab link"
+        nb = (page.parent / download[1]).resolve()
+        assert nb.is_file(), f"{page.name}: the download link points to a missing {nb}"
+        assert all(c.get("outputs", []) == [] for c in json.loads(nb.read_text())["cells"])
+        assert colab[1].startswith("https://colab.research.google.com/github/")
+        assert colab[1].endswith(f"/notebooks/{page.stem}.ipynb")
