@@ -18,6 +18,7 @@ decoding) and import no method module, only :mod:`locedit.models` for the ``Mode
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -34,7 +35,8 @@ ArrayLike = torch.Tensor | np.ndarray | Sequence[Sequence[float]]
 # just above the plot area, and figures take the width of the page column (autosize). Every plotly figure made
 # after `import locedit.viz` uses these settings (template "plotly+locedit"), the chapters' own figures too.
 MODEBAR_HEIGHT = 32
-TOP_MARGIN = 80
+TOP_MARGIN = 80  # modebar, two title lines, a gap
+TITLE_CHARS = 70  # a title line that fits a ~680 px column
 _TITLE_PLACE = {
     "x": 0,
     "xref": "paper",
@@ -199,8 +201,11 @@ def layer_token_heatmap(
     return fig
 
 
-def _title(text: str) -> dict:
-    """A title placed just above the plot area, under the modebar, so the toolbar never covers it."""
+def _title(text: str, width: int = TITLE_CHARS) -> dict:
+    """A title placed just above the plot area, under the modebar, so the toolbar never covers it; wrapped onto
+    lines of at most ``width`` characters (plotly does not wrap titles, and a long one runs off the figure)."""
+    if "<br>" not in text and len(text) > width:
+        text = "<br>".join(textwrap.wrap(text, width, break_long_words=False))
     return {"text": text, **_TITLE_PLACE}
 
 

@@ -51,6 +51,7 @@ const plots = Array.from(document.querySelectorAll('.js-plotly-plot')).map(d => 
     boxWidth: box.width,
     right: r.right,
     title: title ? title.textContent : '',
+    titleOutside: title ? (title.getBoundingClientRect().right > r.right + 1 || title.getBoundingClientRect().left < r.left - 1) : false,
     titleUnderToolbar,
   };
 });

@@ -223,6 +223,8 @@ def check_page(driver, url: str, *, expect: Expectation | None = None, quick: bo
                 f"plotly figure {p['id']} ({p['title'][:40]!r}) is {p['svgWidth']:.0f} px wide in a "
                 f"{p['boxWidth']:.0f} px box (column {m['column']['width']:.0f} px): part of it is hidden"
             )
+        if p["titleOutside"]:
+            problems.append(f"plotly figure {p['id']}: its title runs off the figure: {p['title'][:60]!r}")
         if p["titleUnderToolbar"]:
             problems.append(f"plotly figure {p['id']}: the toolbar covers its title {p['title'][:40]!r}")
     for d in m["undrawn"]:
