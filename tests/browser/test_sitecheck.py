@@ -157,3 +157,19 @@ def test_expectation_counts_outputs(tmp_path):
         '{"data": {"application/vnd.jupyter.widget-view+json": {}}}]}], "metadata": {}}'
     )
     assert sitecheck.expectation_from_notebook(nb) == Expectation(plotly_figures=1, images=1, widgets=1)
+
+
+def test_a_title_under_the_toolbar_fails(chapter_copy, driver):
+    """plotly's default: a title at the top of the figure, where the toolbar (modebar) appears."""
+
+    def raise_title(html):
+        m = FIGURE.search(html)
+        script = f"<script>window.addEventListener('load', () => setTimeout(() => Plotly.relayout('{m['id']}', "
+        script += "{'title.text': 'A centred title of about sixty characters, at the very top', "
+        script += "'title.yref': 'container', 'title.y': 0.99, 'title.yanchor': 'top', 'title.x': 0.5, "
+        script += "'title.xanchor': 'center'}), 0));</script>"
+        return html.replace("</body>", script + "</body>")
+
+    url, expect = _variant(chapter_copy, "title", raise_title)
+    problems = sitecheck.check_page(driver, url, expect=expect)
+    assert any("the toolbar covers its title" in p for p in problems), problems
