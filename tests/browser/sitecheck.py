@@ -26,7 +26,6 @@ import json
 import os
 import re
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -163,11 +162,8 @@ def expectation_from_notebook(path: Path) -> Expectation:
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []):
             data = out.get("data", {})
-            if (
-                PLOTLY_MIME in data
-                or "plotly" in "".join(data.get("text/html", ""))
-                and "Plotly.newPlot" in "".join(data.get("text/html", ""))
-            ):
+            html = "".join(data.get("text/html", ""))
+            if PLOTLY_MIME in data or 'class="plotly-graph-div"' in html:  # a figure (not plotly.js itself)
                 exp.plotly_figures += 1
             if "image/png" in data or "image/svg+xml" in data:
                 exp.images += 1
@@ -284,12 +280,3 @@ def pages(html: Path) -> list[str]:
     return sorted(
         str(p.relative_to(html)) for p in Path(html).rglob("*.html") if not p.relative_to(html).parts[0].startswith("_")
     )
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
