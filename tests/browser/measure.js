@@ -20,8 +20,12 @@ function scrollBoxInColumn(el) {  // a horizontally scrollable ancestor that its
 }
 function size(v) {  // number of values in a plotly data array: a list, nested lists, or a typed-array spec
   if (!v || typeof v !== 'object') return 0;
-  if (v.shape !== undefined && v.bdata !== undefined) {  // {dtype, bdata, shape} (plotly.py 6 binary arrays)
-    return String(v.shape).split(',').map(Number).reduce((a, b) => a * b, 1);
+  if (v.bdata !== undefined) {  // {dtype, bdata[, shape]}: plotly.py 6 binary arrays (1-D ones have no shape)
+    if (v.shape !== undefined) return String(v.shape).split(',').map(Number).reduce((a, b) => a * b, 1);
+    if (v._inputArray && typeof v._inputArray.length === 'number') return v._inputArray.length;
+    const bytes = Math.floor(v.bdata.length * 3 / 4) - (v.bdata.match(/=*$/)[0].length);
+    const width = {i1: 1, u1: 1, i2: 2, u2: 2, i4: 4, u4: 4, f4: 4, f8: 8}[v.dtype] || 8;
+    return Math.floor(bytes / width);
   }
   if (typeof v.length !== 'number') return 0;
   return Array.from(v).reduce((s, row) => s + (row && typeof row === 'object' && typeof row.length === 'number' ? row.length : 1), 0);
