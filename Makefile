@@ -1,11 +1,12 @@
 # The README's two commands: `make book` and `make test`. Both set up .venv first when needed.
-VENV := .venv
+VENV ?= .venv
+export VENV
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 PY_DIRS := $(wildcard lib tests chapters benchmarks scripts)
 NOTEBOOKS := $(patsubst chapters/%.py,executed/%.ipynb,$(wildcard chapters/*.py))
 
-.PHONY: setup test book bench lint format clean
+.PHONY: setup test book test-book notebooks bench lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,13 +24,25 @@ test: setup
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint && \
 	bash scripts/run_chapters.sh prepare && \
-	LOCEDIT_PROGRESS=0 python -m pytest tests $(NOTEBOOKS) --nbval-lax -p no:cacheprovider; \
+	LOCEDIT_PROGRESS=0 python -m pytest tests $(NOTEBOOKS) --nbval-lax -p no:cacheprovider --ignore=tests/browser; \
 	status=$$?; echo "make test: $$(( $$(date +%s) - start )) s elapsed"; exit $$status
 
 ## make book: execute every chapter at full size (QUICK=True for a fast build) and build the site.
 book: setup
 	bash scripts/run_chapters.sh execute
 	bash scripts/build_book.sh
+
+## make test-book: open every page of the built site (make book first) in headless Chromium; fail on console
+## errors, failed or off-site requests, empty figures, raw maths, overflow... Screenshots: book/_build/screenshots/.
+test-book: setup
+	@bash scripts/setup_browser.sh
+	@start=$$(date +%s); \
+	LOCEDIT_BOOK_TEST=1 python -m pytest tests/browser -p no:cacheprovider; \
+	status=$$?; echo "make test-book: $$(( $$(date +%s) - start )) s elapsed"; exit $$status
+
+## make notebooks: regenerate notebooks/*.ipynb (committed, no outputs, Colab install cell) from chapters/*.py.
+notebooks: setup
+	python scripts/notebooks.py write
 
 ## make bench: speed against peer libraries (installs the optional peers first).
 bench: setup

@@ -3,6 +3,7 @@
 # Run after the chapters have been executed (papermill, PLOTLY_RENDERER=plotly_mimetype+notebook).
 #   scripts/build_book.sh            # what `make book` calls
 #   BOOK_STRICT=1 scripts/build_book.sh   # turn Sphinx warnings into errors
+#   CHAPTERS="00_toolkit" scripts/build_book.sh   # only these chapters (the others are left out of the toc)
 # Works offline: web assets come from npm once (scripts/fetch_web_assets.sh) and are reused.
 set -euo pipefail
 
@@ -22,24 +23,38 @@ scripts/fetch_web_assets.sh
 # drop it (offline it fails, online it would load a second MathJax over the page's own).
 rm -rf book/chapters && mkdir -p book/chapters book/_build
 "$PY" - <<'PY'
-import json, pathlib, re, sys, yaml
+import json, os, pathlib, re, sys, yaml
 CDN_MATHJAX = re.compile(r'<script[^>]*src="https?://[^"]*/mathjax[^"]*"[^>]*>\s*</script>')
+LIVE_KERNEL_NOTE = {"output_type": "display_data", "metadata": {}, "data": {"text/html": (
+    '<div class="locedit-live-kernel" role="note"><strong>Needs a live kernel.</strong> This explorer shows its '
+    "first state here; its controls do nothing in the static book. Download the notebook or open it in Colab "
+    "(links at the top of the page) to use it.</div>")}}
 def copy_notebook(src, dst):
     nb = json.loads(src.read_text())
     for cell in nb.get("cells", []):
+        outputs = []
         for out in cell.get("outputs", []):
             html = out.get("data", {}).get("text/html")
             if html is not None:
                 text = "".join(html) if isinstance(html, list) else html
                 out["data"]["text/html"] = CDN_MATHJAX.sub("", text)
+            outputs.append(out)
+            # an interactive widget: say under it that it needs a kernel (the static page shows its first state)
+            if "application/vnd.jupyter.widget-view+json" in out.get("data", {}):
+                outputs.append(LIVE_KERNEL_NOTE)
+        if "outputs" in cell:
+            cell["outputs"] = outputs
     dst.write_text(json.dumps(nb))
 toc = yaml.safe_load(open("book/_toc.yml"))
 missing = []
+only = os.environ.get("CHAPTERS", "").split()  # CHAPTERS="00_toolkit": build those chapters alone (a draft)
 def keep(entry):
     f = entry.get("file", "")
     if not f.startswith("chapters/"):
         return True
     name = f.split("/", 1)[1]
+    if only and name not in only:
+        return False
     nb = pathlib.Path("executed", name + ".ipynb")
     if nb.exists():
         copy_notebook(nb, pathlib.Path("book/chapters", name + ".ipynb"))

@@ -49,4 +49,7 @@ if [[ ! -f "$STATIC/mathjax/tex-mml-chtml.js" ]]; then
 fi
 cp "$NPM_DIR/requirejs/require.js" "$STATIC/require.js"
 cp "$NPM_DIR/@jupyter-widgets__html-manager/dist/embed-amd.js" "$STATIC/embed-amd.js"
+# The widgets' icon fonts, which embed-amd.js loads from _static/widgets/ (book/_assets/locedit-widgets.js).
+mkdir -p "$STATIC/widgets"
+cp "$NPM_DIR/@jupyter-widgets__html-manager/dist/"*.{woff2,woff,ttf,eot,svg} "$STATIC/widgets/"
 echo "fetch_web_assets: assets ready in ${STATIC#"$ROOT"/}"

@@ -18,16 +18,39 @@ decoding) and import no method module, only :mod:`locedit.models` for the ``Mode
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 import torch
 
 from locedit.models import Model
 
 ArrayLike = torch.Tensor | np.ndarray | Sequence[Sequence[float]]
+
+# The plotly toolbar (modebar) sits in the top-right corner of a figure, about 30 px high: titles go below it,
+# just above the plot area, and figures take the width of the page column (autosize). Every plotly figure made
+# after `import locedit.viz` uses these settings (template "plotly+locedit"), the chapters' own figures too.
+MODEBAR_HEIGHT = 32
+TOP_MARGIN = 80  # modebar, two title lines, a gap
+TITLE_CHARS = 70  # a title line that fits a ~680 px column
+_TITLE_PLACE = {
+    "x": 0,
+    "xref": "paper",
+    "xanchor": "left",
+    "y": 1,
+    "yref": "paper",
+    "yanchor": "bottom",
+    "pad": {"b": 8},
+}
+pio.templates["locedit"] = go.layout.Template(
+    layout={"title": _TITLE_PLACE, "margin": {"t": TOP_MARGIN}, "autosize": True}
+)
+if pio.templates.default in ("plotly", None):
+    pio.templates.default = "plotly+locedit"
 
 
 def show_token(token: str) -> str:
@@ -91,7 +114,7 @@ def layer_token_heatmap(
         colorscale, zmin, zmax, zmid: plotly colour settings (``zmid=0`` with ``"RdBu"`` for signed effects).
         label_tokens: label the second axis ``"<pos> <token>"`` (``True``) or with ``tokens`` verbatim.
         value_format: d3 format of the value in the hover text.
-        width, height: pixels; by default sized from the grid.
+        width, height: pixels; by default the width follows the page column (autosize) and the height the grid.
 
     Returns:
         A ``plotly.graph_objects.Figure`` with one ``Heatmap`` trace whose ``z`` has shape [n_layers, seq]
@@ -159,21 +182,31 @@ def layer_token_heatmap(
         # long layer stacks: show every other layer tick so labels do not overlap
         if n_rows > 16:
             yaxis["tickvals"], yaxis["ticktext"] = yaxis["tickvals"][::2], yaxis["ticktext"][::2]
-        default_w, default_h = 160 + 70 * n_cols, 140 + 22 * n_rows
+        default_h = 140 + 22 * n_rows
     else:
         xaxis = {"title": {"text": layer_axis}, **layer_ticks}
         yaxis = {"title": {"text": token_axis}, "autorange": "reversed", **token_ticks}  # reading order downwards
-        default_w, default_h = 220 + 28 * n_rows, 140 + 26 * n_cols
+        default_h = 140 + 26 * n_cols
+    # the width follows the page column (autosize): a fixed width would overflow a narrow column
     fig.update_layout(
-        title={"text": title},
+        title=_title(title),
         xaxis=xaxis,
         yaxis=yaxis,
-        width=width or min(max(default_w, 420), 1100),
+        width=width,
+        autosize=width is None,
         height=height or min(max(default_h, 320), 900),
-        margin={"l": 60, "r": 20, "t": 60 if title else 30, "b": 40},
+        margin={"l": 60, "r": 20, "t": TOP_MARGIN if title else MODEBAR_HEIGHT, "b": 40},
         plot_bgcolor="white",
     )
     return fig
+
+
+def _title(text: str, width: int = TITLE_CHARS) -> dict:
+    """A title placed just above the plot area, under the modebar, so the toolbar never covers it; wrapped onto
+    lines of at most ``width`` characters (plotly does not wrap titles, and a long one runs off the figure)."""
+    if "<br>" not in text and len(text) > width:
+        text = "<br>".join(textwrap.wrap(text, width, break_long_words=False))
+    return {"text": text, **_TITLE_PLACE}
 
 
 def lens_heatmap(
@@ -346,10 +379,11 @@ def specialisation_figure(decodings: Sequence, threshold: float = 0.5) -> go.Fig
         for j, dec in enumerate(decodings)
     ]
     fig.update_layout(
-        updatemenus=[dict(buttons=buttons, x=0, y=1.25, xanchor="left")],
+        updatemenus=[dict(buttons=buttons, x=0, y=1.25, xanchor="left", yanchor="bottom")],
         showlegend=False,
-        height=360,
-        margin=dict(t=90),
+        autosize=True,
+        height=380,
+        margin=dict(t=110),
     )
     fig.update_xaxes(title_text="layer")
     return fig
