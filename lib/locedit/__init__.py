@@ -1,6 +1,35 @@
 """locedit: the library behind the book *Locate & Edit*.
 
 The chapters import what they need from the modules; the most used names are re-exported here.
+
+Map of the library: one line per module, what it holds, and the locedit modules it may import. Data flows one way:
+chapter → task data → models + hooks → method module → evaluation / views → chapter. Nothing imports a chapter,
+only ``arch`` names module paths, and no module imports another's ``_private`` name (``tests/test_imports.py``).
+
+Foundations (import nothing else of locedit, or only what is listed):
+    files         atomic writes, torch files that load as None when unreadable, folder manifests, stale-temp sweep
+    fingerprints  content digests of weights (disk cache keys) and in-process weight versions
+    progress      tqdm.auto bars for long loops; LOCEDIT_PROGRESS=0 silences them
+    _checks       argument checks shared by the entry points (integers, strings)
+    arch          one FamilyTable per model family, the SITES table, layer adapters, output head
+    models        load_model, the Model handle, built-in offline models and their verified cache   (arch, files)
+    hooks         Site, Intervention, patch(record, stop), attach, locate: the site layer            (arch, models)
+Methods (may import the foundations and the methods listed):
+    patching/     plan (patches → compiled ops), engine (layer-by-layer runs), dtype, sweeps (sweep, record, grid)
+    lens          logit lens, decode any vector, unembedding readouts                                (hooks)
+    tracing       causal tracing on the patching engine, bucketed effects                            (patching)
+    neurons       decode every MLP neuron through the unembedding, search by token                  (lens)
+    activations   neuron activations over texts, activation samples                                  (neurons)
+    clamping      clamp neurons, generate and score under clamps                                     (neurons)
+    editing/      edit (Edit, stacks, per-row edits), common (requests), layers (which layer to edit),
+                  stats (key statistics), values (ROME/MEMIT value optimisation), rome, memit, ft   (tracing)
+    evaluation    CounterFact metrics                                                                (editing.edit)
+    circuits/     IOI and Colored Objects tasks, path patching                                       (patching)
+    data/         the book's facts, relation templates, CounterFact / known_1000 loaders
+    results       the chapters' results files and verdicts                                          (files)
+Views (import only models, arch and each other; a chapter composes them with the methods):
+    viz           figures (plotly heat maps, layer curves)
+    widgets       ipywidgets explorers and the neuron browser                                        (viz)
 """
 
 from locedit.arch import SITES, ArchSpec, UnsupportedArchitectureError
