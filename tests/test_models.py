@@ -513,7 +513,7 @@ def test_resolve_device():
 def test_native_bf16_reads_the_cpu_flags(monkeypatch):
     """bf16 counts as native on CUDA and on CPUs with AVX-512 BF16 or AMX; not on AVX2 CPUs, MPS, or unreadable
     flags."""
-    from locedit import models
+    from locedit import devices, models
 
     class FakePath:
         flags = ""
@@ -526,7 +526,7 @@ def test_native_bf16_reads_the_cpu_flags(monkeypatch):
                 raise OSError("no /proc")
             return f"flags\t\t: fpu sse2 avx2{self.flags}\n"
 
-    monkeypatch.setattr(models, "Path", FakePath)
+    monkeypatch.setattr(devices, "Path", FakePath)
     for flags, expected in [("", False), (" avx512f avx512_bf16", True), (" amx_bf16 amx_tile", True), (None, False)]:
         FakePath.flags = flags
         assert models.native_bf16("cpu") is expected

@@ -29,6 +29,7 @@ from locedit._checks import integer, string
 from locedit.editing.edit import Edit, applied_per_row
 from locedit.models import Model
 from locedit.progress import progress
+from locedit.tokens import pad_id, pad_rows, target_ids
 
 _WORD = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
 _TFIDF_TOKEN = re.compile(r"(?u)\b\w\w+\b")
@@ -54,7 +55,7 @@ def target_nll(model: Model, prompts: Sequence[str], targets: Sequence[str], bat
     for prompt, target in zip(prompts, targets, strict=True):
         if not target or not target.strip():
             raise ValueError(f"empty target for prompt {prompt!r}")
-    t_ids = [tok(" " + t.strip(), add_special_tokens=False)["input_ids"] for t in targets]
+    t_ids = [target_ids(model, t) for t in targets]
     unique = list(dict.fromkeys(prompts))
     where = {p: i for i, p in enumerate(unique)}
     pairs_of: list[list[int]] = [[] for _ in unique]
@@ -80,17 +81,8 @@ def target_nll(model: Model, prompts: Sequence[str], targets: Sequence[str], bat
 
 def _left_padded(model: Model, rows: list[list[int]]) -> dict[str, torch.Tensor]:
     """Left-padded ``input_ids``, ``attention_mask`` and ``position_ids`` [batch, width] of token-id rows."""
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    return {
-        k: v.to(model.device) for k, v in (("input_ids", ids), ("attention_mask", mask), ("position_ids", positions))
-    }
+    batch = pad_rows(rows, pad_id(model), "left", model.device)
+    return {**batch, "position_ids": (batch["attention_mask"].cumsum(1) - 1).clamp(min=0)}
 
 
 def _later_tokens_nll(
@@ -102,17 +94,12 @@ def _later_tokens_nll(
     device = model.device
     index = torch.tensor(rows, device=device)
     cache.reorder_cache(index)  # one cache row per target (rows repeat when a prompt has several targets)
-    width = max(len(t) for t in targets) - 1
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, t in enumerate(targets):
-        ids[i, : len(t) - 1] = torch.tensor(t[:-1])
-        mask[i, : len(t) - 1] = 1
+    later = pad_rows([t[:-1] for t in targets], pad_id(model), "right", device)
+    width = later["input_ids"].shape[1]
     prompt_len = prefix["attention_mask"].sum(1).index_select(0, index).cpu()
     logits = model.hf(
-        input_ids=ids.to(device),
-        attention_mask=torch.cat([prefix["attention_mask"].index_select(0, index), mask.to(device)], 1),
+        input_ids=later["input_ids"],
+        attention_mask=torch.cat([prefix["attention_mask"].index_select(0, index), later["attention_mask"]], 1),
         position_ids=(prompt_len[:, None] + torch.arange(width)[None]).to(device),
         cache=cache,
         use_cache=True,
@@ -318,7 +305,7 @@ def evaluate(
     return df
 
 
-def _generation_metrics(model, records, references, seed, batch_size, edits=None) -> pd.DataFrame:
+def _generation_metrics(model: Model, records, references, seed, batch_size, edits=None) -> pd.DataFrame:
     if references is None:
         from locedit.data import reference_texts
 

@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from locedit.models import Model
 
 #: The default number of values :func:`weights_digest` reads per tensor (a strided sample).
 SAMPLE = 65_536
@@ -52,7 +56,7 @@ def weights_digest(
 
 
 def model_digest(
-    model, layers: Iterable[int] | None = None, *, embed: bool = True, sample: int | None = SAMPLE, size: int = 8
+    model: Model, layers: Iterable[int] | None = None, *, embed: bool = True, sample: int | None = SAMPLE, size: int = 8
 ) -> str:
     """:func:`weights_digest` of a :class:`~locedit.models.Model`'s parameters: the token embedding (if ``embed``),
     then every parameter of each block in ``layers`` (default: all), in that order."""

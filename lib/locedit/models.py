@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
-import operator
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from locedit import files
+from locedit._checks import count, prompt_list
 from locedit.arch import ArchSpec, spec_for
+from locedit.devices import native_bf16 as native_bf16  # re-exported: it was defined here
+from locedit.devices import resolve_device
 
 CACHE_VERSION = "v2"  # bump when the cached format changes: old folders are then ignored (v2: COMPLETE has a manifest)
 STALE_BUILD_SECONDS = 3600  # a build folder untouched this long is abandoned (a build takes about a minute)
@@ -178,7 +180,7 @@ class Model:
         ``prompts`` is a string or a list of strings, and ``ValueError`` for no prompts, an empty prompt, or a
         prompt longer than :attr:`context_length`.
         """
-        prompts = _check_prompts(prompts)
+        prompts = prompt_list(prompts)
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
         self.tokenizer.padding_side = padding_side
@@ -195,7 +197,7 @@ class Model:
 
     def str_tokens(self, prompt: str) -> list[str]:
         """The prompt's tokens as strings, in order (what each position holds)."""
-        (prompt,) = _check_prompts(prompt, one=True, allow_empty=True)
+        (prompt,) = prompt_list(prompt, one=True, allow_empty=True)
         ids = self.tokenizer(prompt)["input_ids"]
         return [self.tokenizer.decode([i]) for i in ids]
 
@@ -225,108 +227,10 @@ class Model:
 
     def top_tokens(self, prompt: str, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` most likely next tokens after ``prompt`` (one string) with their probabilities."""
-        (prompt,) = _check_prompts(prompt, one=True)
-        k = _count(k, "k", high=self.spec.vocab_size)
+        (prompt,) = prompt_list(prompt, one=True)
+        k = count(k, "k", high=self.spec.vocab_size)
         probs, ids = self.next_token_probs(prompt)[0].topk(k)
         return [(self.tokenizer.decode([i]), float(p)) for p, i in zip(probs, ids, strict=True)]
-
-
-def _check_prompts(prompts, one: bool = False, allow_empty: bool = False) -> list[str]:
-    """``prompts`` as a list of strings, or a TypeError / ValueError that names the problem and the fix."""
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    elif one:
-        raise TypeError(
-            f"give one prompt as a string, not a {type(prompts).__name__}; for several prompts at once use "
-            "next_token_probs or encode"
-        )
-    elif isinstance(prompts, Iterable) and not isinstance(prompts, bytes | bytearray | Mapping | torch.Tensor):
-        prompts = list(prompts)  # a list, tuple, pandas Series, NumPy array of strings …
-    else:
-        raise TypeError(
-            f"prompts must be a string or a list of strings, not a {type(prompts).__name__}; to run token ids, "
-            "call model.hf(input_ids=...) directly"
-        )
-    if not prompts:
-        raise ValueError("no prompts given: pass a string or a non-empty list of strings")
-    for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt {i} is a {type(prompt).__name__} ({prompt!r:.40}), not a string")
-        if not prompt and not allow_empty:
-            raise ValueError(f"prompt {i} is empty: the model needs at least one token of text to predict from")
-    return prompts
-
-
-def _count(value, name: str, low: int = 1, high: int | None = None) -> int:
-    """``value`` as a plain int if it is a whole number in ``low..high`` (a Python, NumPy or one-element integer
-    torch integer; never a bool or a float); otherwise a TypeError or ValueError naming ``name``."""
-    dtype = str(getattr(value, "dtype", ""))
-    if isinstance(value, bool) or dtype in ("bool", "torch.bool") or "float" in dtype or "complex" in dtype:
-        number = None
-    else:
-        try:
-            number = operator.index(value)
-        except TypeError:
-            number = None
-    if number is None:
-        raise TypeError(f"{name} must be a whole number, not {value!r} ({type(value).__name__})")
-    if number < low or (high is not None and number > high):
-        top = f"..{high:,}" if high is not None else " or more"
-        raise ValueError(f"{name} = {number} is out of range: give {low}{top}")
-    return number
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; any other device must exist here, or a ValueError says
-    what this machine has and to use ``"auto"`` or ``"cpu"``."""
-    if isinstance(device, str) and device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if not isinstance(device, str | torch.device):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', not a {type(device).__name__}")
-    fix = "use device='auto' (the best device present) or 'cpu'"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"{device!r} is not a device name ({err}); {fix}") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device {str(device)!r} is not available: this torch ({torch.__version__}) sees no CUDA GPU; {fix}"
-            )
-        count = torch.cuda.device_count()
-        if resolved.index is not None and resolved.index >= count:
-            raise ValueError(
-                f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s), "
-                f"cuda:0..cuda:{count - 1}; {fix}"
-            )
-    elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {str(device)!r} is not available: Apple MPS exists only on Apple-silicon Macs; {fix}")
-    elif resolved.type not in ("cpu", "meta"):
-        backend = getattr(torch, resolved.type, None)
-        available = getattr(backend, "is_available", None)
-        if callable(available) and not available():
-            raise ValueError(f"device {str(device)!r} is not available here; {fix}")
-    return resolved
-
-
-def native_bf16(device: str | torch.device) -> bool:
-    """Whether ``device`` multiplies bfloat16 matrices natively, so a bf16 matmul beats float32: a CUDA GPU, or a
-    CPU with AVX-512 BF16 or AMX (about 3× float32 on an AVX-512 BF16 EPYC). Elsewhere torch emulates bf16 and it is
-    slower than float32 (5× on an AVX2 EPYC)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no way to tell cheaply, keep float32
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def _note(message: str) -> None:

@@ -36,6 +36,7 @@ from locedit._checks import integer, string
 from locedit.hooks import Intervention
 from locedit.models import Model
 from locedit.patching import Patch, record, sweep
+from locedit.tokens import first_target_id
 
 KINDS = ("hidden", "mlp", "attn", "hidden-sever-mlp", "hidden-sever-attn")
 
@@ -149,8 +150,7 @@ def _target_token(model: Model, target: str | None, clean_logits: torch.Tensor) 
         return tid, model.tokenizer.decode([tid])
     if not target.strip():
         raise TraceError("empty target: give the answer, e.g. 'Paris', or None to trace the model's own prediction")
-    ids = model.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
-    return ids[0], target
+    return first_target_id(model, target), target
 
 
 def causal_trace(

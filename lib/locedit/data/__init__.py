@@ -25,11 +25,16 @@ import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from locedit._checks import integer
 from locedit.data.relations import OBJECT_NOTES, RELATIONS, Relation
+from locedit.tokens import first_target_id
+
+if TYPE_CHECKING:
+    from locedit.models import Model
 
 FACTS_PATH = Path(__file__).with_name("facts.json")
 
@@ -56,12 +61,8 @@ def candidates(relations: dict[str, Relation] | None = None) -> list[dict]:
     ]
 
 
-def _first_token(model, target: str) -> int:
-    return model.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"][0]
-
-
 @torch.no_grad()
-def known_mask(model, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> list[dict]:
+def known_mask(model: Model, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> list[dict]:
     """The "known" filter of ROME's known-facts set: is the greedy next token the first token of ``" " + target``?
 
     The prompt is fed raw (no chat template). Returns one dict per prompt: ``known`` (bool), ``p_true`` (the
@@ -73,7 +74,7 @@ def known_mask(model, prompts: Sequence[str], targets: Sequence[str], batch_size
         probs = model.next_token_probs(chunk)
         top = probs.argmax(-1)
         for row, target in enumerate(targets[start : start + batch_size]):
-            tid = _first_token(model, target)
+            tid = first_target_id(model, target)
             out.append(
                 {
                     "known": bool(top[row] == tid),
@@ -85,7 +86,7 @@ def known_mask(model, prompts: Sequence[str], targets: Sequence[str], batch_size
 
 
 def build_facts(
-    model,
+    model: Model,
     relations: dict[str, Relation] | None = None,
     seed: int = 0,
     min_neighbours: int = 5,
@@ -125,8 +126,8 @@ def build_facts(
     for c in known:
         rel = relations[c["relation_id"]]
         summary["known"][rel.relation_id] += 1
-        true_tok = _first_token(model, c["object"])
-        others = [o for o in rel.objects() if o != c["object"] and _first_token(model, o) != true_tok]
+        true_tok = first_target_id(model, c["object"])
+        others = [o for o in rel.objects() if o != c["object"] and first_target_id(model, o) != true_tok]
         if not others:
             continue
         new = rng.choice(others)

@@ -12,6 +12,7 @@ from torch import nn
 from locedit._checks import string
 from locedit.editing.edit import EditError
 from locedit.models import Model
+from locedit.tokens import target_ids
 
 
 @dataclass(frozen=True)
@@ -157,10 +158,6 @@ def token_index(model: Model, template: str, subject: str, strategy: str = "subj
     if strategy == "subject_first":
         return len(tok(prefix + subject[:1])["input_ids"]) - 1 if subject else len(tok(prefix)["input_ids"])
     raise EditError(f"unknown fact_token {strategy!r}: use 'subject_last', 'subject_first' or 'last'")
-
-
-def target_ids(model: Model, target: str) -> list[int]:
-    return model.tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
 
 
 _TEMPLATE_CACHE: dict[tuple, list[str]] = {}

@@ -28,8 +28,16 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from locedit.models import Model
+
+# Every function here that takes a model accepts a Model or its bare Hugging Face module (``Model | nn.Module``): the
+# edits live on the module (``getattr(model, "hf", model)``), so hooks and code holding only ``model.hf`` can use them.
 
 
 class EditError(ValueError):
@@ -40,7 +48,7 @@ class EditError(ValueError):
 _APPLIED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def applied_edits(model) -> list[Edit]:
+def applied_edits(model: Model | nn.Module) -> list[Edit]:
     """The edits applied to ``model`` and not reverted yet, first applied first (revert them from the end)."""
     return list(_APPLIED.get(getattr(model, "hf", model), []))
 
@@ -69,7 +77,7 @@ class Edit:
     def is_applied(self) -> bool:
         return self._originals is not None
 
-    def apply(self, model) -> Edit:
+    def apply(self, model: Model | nn.Module) -> Edit:
         """Add the deltas to the model's weights (in place), keeping the originals for :meth:`revert`."""
         hf = getattr(model, "hf", model)
         if self.is_applied:
@@ -95,7 +103,7 @@ class Edit:
         _APPLIED.setdefault(hf, []).append(self)
         return self
 
-    def revert(self, model) -> Edit:
+    def revert(self, model: Model | nn.Module) -> Edit:
         """Put back the exact original weights.
 
         Refused (:class:`EditError`, nothing changed) while an edit applied after this one changes one of the same
@@ -121,7 +129,7 @@ class Edit:
         return self
 
     @contextmanager
-    def applied(self, model) -> Iterator:
+    def applied(self, model: Model | nn.Module) -> Iterator:
         """Apply inside the ``with`` block, revert on every exit path."""
         self.apply(model)
         try:
@@ -173,7 +181,7 @@ def _restore(params: dict[str, torch.Tensor], originals: dict[str, torch.Tensor]
 
 
 @contextmanager
-def restoring(model, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
+def restoring(model: Model | nn.Module, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
     """Snapshot the named parameters; on exit (any exit) copy the snapshots back. Yields the snapshots."""
     hf = getattr(model, "hf", model)
     params = dict(hf.named_parameters())
@@ -185,7 +193,7 @@ def restoring(model, names: list[str]) -> Iterator[dict[str, torch.Tensor]]:
 
 
 @contextmanager
-def frozen(model) -> Iterator[None]:
+def frozen(model: Model | nn.Module) -> Iterator[None]:
     """Turn off ``requires_grad`` on every parameter inside the block, and restore the flags after."""
     hf = getattr(model, "hf", model)
     flags = [(p, p.requires_grad) for p in hf.parameters()]
@@ -199,7 +207,7 @@ def frozen(model) -> Iterator[None]:
 
 
 @contextmanager
-def applied_per_row(model, edits: Sequence[Edit | None]) -> Iterator:
+def applied_per_row(model: Model | nn.Module, edits: Sequence[Edit | None]) -> Iterator:
     """Inside the block, batch row ``b`` of every forward pass runs with ``edits[b]`` (``None``: unedited).
 
     Each edited weight's module gets a forward hook that adds row ``b``'s change to its output: ``x_b @ ΔW_bᵀ`` (plus

@@ -24,8 +24,9 @@ from locedit.editing.common import (
     warn_if_already_predicted,
 )
 from locedit.editing.edit import Edit, EditError, frozen, restoring
-from locedit.editing.layers import _integer, default_edit_layer
+from locedit.editing.layers import default_edit_layer, layer_index
 from locedit.models import Model
+from locedit.tokens import pad_id, pad_rows
 
 
 @dataclass
@@ -42,7 +43,7 @@ class FTHyperParams:
 
     def __post_init__(self):
         if self.layer is not None:
-            self.layer = _integer(self.layer, "FTHyperParams.layer")
+            self.layer = layer_index(self.layer, "FTHyperParams.layer")
 
     def for_model(self, model: Model) -> FTHyperParams:
         """These settings with ``layer=None`` replaced by ``model``'s l*."""
@@ -180,16 +181,11 @@ def _rows(model: Model, requests) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         prompt = tok(r.text)["input_ids"]
         rows.append(prompt + target)
         spans.append((len(prompt), target))
-    pad = tok.pad_token_id or 0
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, -100)
-    for i, (row, (start, target)) in enumerate(zip(rows, spans, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
+    batch = pad_rows(rows, pad_id(model), "right", model.device)
+    labels = torch.full_like(batch["input_ids"], -100, device="cpu")
+    for i, (start, target) in enumerate(spans):
         labels[i, start : start + len(target)] = torch.tensor(target)
-    return ids.to(model.device), mask.to(model.device), labels.to(model.device)
+    return batch["input_ids"], batch["attention_mask"], labels.to(model.device)
 
 
 def _row_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 
 from locedit._checks import integer
 from locedit.editing.edit import EditError
+from locedit.models import Model
 from locedit.tracing import BUCKETS, Trace, average_effects
 
 #: l* per built-in model, measured with :func:`edit_layer` at chapter 1's full-size settings: 50 facts of the
@@ -41,7 +42,8 @@ EDIT_LAYERS: dict[str, int] = {"smollm2-135m": 5}
 MEMIT_N_LAYERS = 4
 
 
-def _integer(value, name: str, minimum: int = 0) -> int:
+def layer_index(value, name: str, minimum: int = 0) -> int:
+    """``value`` as a plain int ≥ ``minimum`` (any integer type), or a TypeError / ValueError naming ``name``."""
     return integer(value, name, minimum, "give a layer index, e.g. 5 (numpy and torch integers are fine)")
 
 
@@ -93,10 +95,11 @@ def edit_layer(
             (window,) = windows
         effects = average_effects(traces, "mlp")[0][BUCKETS.index("last subject")]
     n = effects.shape[0]
-    layers = list(range(n)) if layers is None else [_integer(x, "layers[i]") for x in layers]
+    layers = list(range(n)) if layers is None else [layer_index(x, "layers[i]") for x in layers]
     if len(layers) != n:
         raise ValueError(f"{len(layers)} layers for {n} rows of effects")
-    keep = [j for j, layer in enumerate(layers) if not skip_layer0 or layer - _integer(window, "window", 1) // 2 >= 1]
+    half = layer_index(window, "window", 1) // 2 if skip_layer0 and layers else 0
+    keep = [j for j, layer in enumerate(layers) if not skip_layer0 or layer - half >= 1]
     if not keep:
         raise ValueError(f"no traced layer is left once the windows holding layer 0 are dropped (layers {layers})")
     values = effects[keep]
@@ -107,11 +110,11 @@ def edit_layer(
 
 def memit_layers(l_star: int, n: int = MEMIT_N_LAYERS) -> tuple[int, ...]:
     """The ``n`` layers ending at ``l_star``: (l* − n + 1, …, l*), cut at layer 0 (then fewer than ``n``)."""
-    l_star, n = _integer(l_star, "l_star"), _integer(n, "n", 1)
+    l_star, n = layer_index(l_star, "l_star"), layer_index(n, "n", 1)
     return tuple(range(max(0, l_star - n + 1), l_star + 1))
 
 
-def default_edit_layer(model) -> int:
+def default_edit_layer(model: Model) -> int:
     """l* of a built-in model (:data:`EDIT_LAYERS`); an :class:`EditError` saying how to measure it otherwise."""
     name = getattr(model, "name", None)
     if name in EDIT_LAYERS and EDIT_LAYERS[name] < model.spec.n_layers:

@@ -3,7 +3,7 @@
 Many facts at once, spread over a range R of MLP layers:
 
 1. for each fact i, z_i = the residual stream at the top layer of R (at the subject's last token) that makes the
-   model say o*_i, found as in ROME (δ added to that layer's output; :func:`locedit.editing.rome.optimise_value`);
+   model say o*_i, found as in ROME (δ added to that layer's output; :func:`locedit.editing.values.optimise_value`);
 2. for each layer l in R, bottom to top: K_l = the facts' keys at l (averaged over the prefixes, recomputed with
    the updates of the layers below in place), R = (Z − current top-layer residuals) / (layers left), and
    ΔW_l = R K_lᵀ (λ C_l + K_l K_lᵀ)⁻¹, with C_l = E[k kᵀ] and λ = ``mom2_update_weight``.
@@ -16,7 +16,7 @@ Defaults are the released code's for GPT-J (clamp 0.75, 25 steps, lr 0.5, KL 0.0
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -30,37 +30,33 @@ from locedit.editing.common import (
     warn_if_already_predicted,
 )
 from locedit.editing.edit import Edit, EditError, restoring
-from locedit.editing.layers import _integer, default_edit_layer, memit_layers
-from locedit.editing.rome import _batch, keys_at, optimise_values
+from locedit.editing.layers import default_edit_layer, layer_index, memit_layers
+from locedit.editing.rome import keys_at
 from locedit.editing.stats import key_second_moment
+from locedit.editing.values import ValueHyperParams, optimise_values
 from locedit.hooks import patch
 from locedit.models import Model
+from locedit.tokens import pad_id, pad_rows
 
 
-@dataclass
-class MEMITHyperParams:
-    """MEMIT's settings; defaults are the released code's for GPT-J except ``layers``.
+@dataclass(kw_only=True)
+class MEMITHyperParams(ValueHyperParams):
+    """MEMIT's settings; defaults are the released code's for GPT-J except ``layers``. All but ``layers`` are
+    keyword-only; the value optimisation's settings are :class:`~locedit.editing.values.ValueHyperParams`', with
+    MEMIT's own defaults below.
 
     ``layers=None`` (the default) spreads the update over ``memit_layers(l*)``, the 4 layers ending at the model's
     measured l* (:mod:`locedit.editing.layers`); any integer types are accepted. :meth:`for_model` fills them in.
     """
 
-    layers: tuple[int, ...] | None = None  # None: memit_layers(the model's l*). The code: GPT-J 3..8 of 28
-    fact_token: str = "subject_last"
+    # None: memit_layers(the model's l*). The code: GPT-J 3..8 of 28
+    layers: tuple[int, ...] | None = field(default=None, kw_only=False)
     v_num_grad_steps: int = 25
-    v_lr: float = 0.5
-    v_loss_layer: int | None = None
-    v_weight_decay: float = 0.5
     clamp_norm_factor: float = 0.75
-    kl_factor: float = 0.0625
-    early_stop_loss: float = 5e-2
     mom2_update_weight: float = 15_000.0
-    mom2_n_samples: int = 20_000
-    mom2_seq_len: int = 128
     context_template_length_params: tuple[tuple[int, int], ...] = ((10, 5),)
     context_starts: tuple[str, ...] = ("The", "Therefore", "Because", "I", "You")
     z_batch: int = 16  # facts whose z are optimised in one batch of forward passes
-    seed: int = 0
 
     def __post_init__(self):
         if self.layers is not None:
@@ -69,7 +65,7 @@ class MEMITHyperParams:
                     f"MEMITHyperParams.layers must be a sequence of layer indices such as (2, 3, 4, 5), got "
                     f"{type(self.layers).__name__} {self.layers!r}"
                 )
-            self.layers = tuple(_integer(x, "MEMITHyperParams.layers[i]") for x in self.layers)
+            self.layers = tuple(layer_index(x, "MEMITHyperParams.layers[i]") for x in self.layers)
 
     def for_model(self, model: Model) -> MEMITHyperParams:
         """These settings with ``layers=None`` replaced by ``memit_layers(model's l*)``."""
@@ -82,7 +78,7 @@ def _residuals(model: Model, layer: int, requests, fact_token: str) -> torch.Ten
     rows = [model.tokenizer(r.text)["input_ids"] for r in requests]
     index = torch.tensor([token_index(model, r.prompt, r.subject, fact_token) for r in requests])
     with patch(model, record=[f"resid_post.{layer}"], stop=True) as acts:
-        model.hf(**_batch(model, rows))
+        model.hf(**pad_rows(rows, pad_id(model), "right", model.device))
     return acts[f"resid_post.{layer}"][torch.arange(len(rows)), index].float()
 
 
