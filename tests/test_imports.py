@@ -3,6 +3,7 @@
 * Views (``viz``, ``widgets``) import no method module: from ``locedit`` only ``models`` (the ``Model`` type),
   ``arch`` and each other. They draw the data a method returns, or call the functions the chapter passes in.
 * No module imports a ``_private`` name from another ``locedit`` module: what another module needs is public.
+* The map in ``locedit/__init__.py`` names every module, and every module imports only what the map allows.
 """
 
 from __future__ import annotations
@@ -68,3 +69,54 @@ def test_the_private_import_check_sees_one(tmp_path):
     path.write_text("def f():\n    from locedit.neurons import _strs, token_ids\n    import locedit.lens\n")
     assert _locedit_imports(path) == [("locedit.neurons", "_strs", 2), ("locedit.neurons", "token_ids", 2),
                                       ("locedit.lens", None, 3)]  # fmt: skip
+
+
+def _library_map() -> dict[str, tuple[str, set[str]]]:
+    """The map in ``locedit/__init__.py``'s docstring: top-level module → (section, the modules it lists)."""
+    doc = ast.get_docstring(ast.parse((LIB / "__init__.py").read_text()))
+    entries: dict[str, tuple[str, set[str]]] = {}
+    section, current = "", None
+    lines = doc.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Map of the library"))
+    for line in lines[start + 1 :]:
+        if line and not line.startswith(" "):
+            section = line.split()[0]
+            continue
+        words = line.split()
+        if not words:
+            continue
+        if line.startswith("    ") and not line.startswith("     "):
+            current = words[0].rstrip("/")
+            entries[current] = (section, set())
+        if current and line.rstrip().endswith(")") and "(" in line:
+            listed = line.rstrip()[line.rindex("(") + 1 : -1]
+            entries[current][1].update(name.strip().split(".")[0] for name in listed.split(","))
+    return entries
+
+
+def _top(module: str) -> str:
+    """``locedit.editing.edit`` → ``editing``; ``from locedit import files`` is handled by the caller."""
+    return module.split(".")[1] if module.count(".") else module
+
+
+def test_the_library_map_names_every_module_and_its_imports():
+    entries = _library_map()
+    tops = {p.stem if p.parent == LIB else p.relative_to(LIB).parts[0] for p in LIB.rglob("*.py")} - {"__init__"}
+    assert tops == set(entries), f"modules missing from the map: {tops - set(entries)}; stale: {set(entries) - tops}"
+    foundations = {name for name, (section, _) in entries.items() if section == "Foundations"}
+    bad = []
+    for path in LIB.rglob("*.py"):
+        if path == LIB / "__init__.py":
+            continue
+        top = path.stem if path.parent == LIB else path.relative_to(LIB).parts[0]
+        section, listed = entries[top]
+        allowed = listed | {top}
+        if section == "Methods":
+            allowed |= foundations
+        elif section == "Views":
+            allowed |= {"models", "arch"}
+        for module, name, line in _locedit_imports(path):
+            target = name if module == "locedit" else _top(module)
+            if target not in allowed:
+                bad.append(f"{path.relative_to(LIB)}:{line} imports {target} (the map allows {sorted(allowed)})")
+    assert not bad, "imports the map in locedit/__init__.py does not allow:\n" + "\n".join(bad)

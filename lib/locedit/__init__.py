@@ -8,22 +8,27 @@ only ``arch`` names module paths, and no module imports another's ``_private`` n
 
 Foundations (import nothing else of locedit, or only what is listed):
     files         atomic writes, torch files that load as None when unreadable, folder manifests, stale-temp sweep
-    fingerprints  content digests of weights (disk cache keys) and in-process weight versions
+    fingerprints  content digests of weights (disk cache keys) and in-process weight versions       (models)
     progress      tqdm.auto bars for long loops; LOCEDIT_PROGRESS=0 silences them
-    _checks       argument checks shared by the entry points (integers, strings)
+    _checks       argument checks shared by the entry points (integers, strings, prompt lists, counts)
+    devices       resolve_device ("auto", "cpu", "cuda", "mps" with clear errors), native_bf16
     arch          one FamilyTable per model family, the SITES table, layer adapters, output head
-    models        load_model, the Model handle, built-in offline models and their verified cache   (arch, files)
+    models        load_model, the Model handle, built-in offline models and their verified cache
+                                                                                    (arch, files, devices, _checks)
+    tokens        a target's token ids with its leading space, the pad-id rule, padding of id rows  (models)
     hooks         Site, Intervention, patch(record, stop), attach, locate: the site layer            (arch, models)
 Methods (may import the foundations and the methods listed):
     patching/     plan (patches → compiled ops), engine (layer-by-layer runs), dtype, sweeps (sweep, record, grid)
     lens          logit lens, decode any vector, unembedding readouts                                (hooks)
     tracing       causal tracing on the patching engine, bucketed effects                            (patching)
-    neurons       decode every MLP neuron through the unembedding, search by token                  (lens)
+    neuron_decoding  NeuronDecoding: one decoded weight matrix (top tokens, z-scores), its cache checks
+    neurons       decode every MLP neuron through the unembedding, search by token   (lens, neuron_decoding)
     activations   neuron activations over texts, activation samples                                  (neurons)
     clamping      clamp neurons, generate and score under clamps                                     (neurons)
     editing/      edit (Edit, stacks, per-row edits), common (requests), layers (which layer to edit),
-                  stats (key statistics), values (ROME/MEMIT value optimisation), rome, memit, ft   (tracing)
-    evaluation    CounterFact metrics                                                                (editing.edit)
+                  stats (key statistics), values (ROME/MEMIT value optimisation), rome, memit, ft
+                                                                                   (tracing, tokens)
+    evaluation    CounterFact metrics                                                   (editing.edit, data)
     circuits/     IOI and Colored Objects tasks, path patching                                       (patching)
     data/         the book's facts, relation templates, CounterFact / known_1000 loaders
     results       the chapters' results files and verdicts                                          (files)
