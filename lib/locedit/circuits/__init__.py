@@ -1,33 +1,28 @@
 """Circuits: the task generators and path patching behind chapter 4 (circuit reuse, Merullo et al. 2024).
 
-- :mod:`~locedit.circuits.tasks`: Indirect Object Identification (IOI) and Colored Objects prompts with their
-  corrupted twins, token positions and answer ids; the logit-difference metric and accuracy.
+- :mod:`~locedit.circuits.ioi`: Indirect Object Identification (IOI) prompts with their corrupted twins, token
+  positions and answer ids.
+- :mod:`~locedit.circuits.colored_objects`: Colored Objects prompts (generated, or loaded from the paper's released
+  files) with their corrupted twins, the colours' token positions and answer ids.
+- :mod:`~locedit.circuits.metrics`: the logit-difference metric and accuracy.
+- :mod:`~locedit.circuits.tokens`: single-token vocabularies and token positions, shared by the two tasks;
+  :mod:`~locedit.circuits.checks`: argument checks.
 - :mod:`~locedit.circuits.path_patching`: path patching from every attention head to the logits (or to other
   heads' z) as the paper's code defines it, on the patching engine, with a plain full-forward reference. (The
-  package exports the *function* ``path_patching``; the module is ``importlib.import_module(
-  "locedit.circuits.path_patching")``.)
+  package exports the *functions* ``path_patching``, ``ioi`` and ``colored_objects``; the modules of those names are
+  ``importlib.import_module("locedit.circuits.path_patching")`` and so on.)
 """
 
 from __future__ import annotations
 
+from locedit.circuits.colored_objects import COLORS, OBJECTS, ColoredObjects, colored_objects, load_colored_objects
+from locedit.circuits.ioi import IOI_TEMPLATES, NAMES, IOIPrompts, ioi
+from locedit.circuits.metrics import accuracy, logit_diff
 from locedit.circuits.path_patching import (
     PathLogitDiffs,
     path_patching,
     path_patching_logit_diffs,
     path_patching_reference,
-)
-from locedit.circuits.tasks import (
-    COLORS,
-    IOI_TEMPLATES,
-    NAMES,
-    OBJECTS,
-    ColoredObjects,
-    IOIPrompts,
-    accuracy,
-    colored_objects,
-    ioi,
-    load_colored_objects,
-    logit_diff,
 )
 
 __all__ = [

@@ -40,13 +40,13 @@ Prompts of different token lengths are grouped by length, and each group is one 
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
+from locedit.circuits.checks import whole_number
 from locedit.hooks import Intervention, Site, patch, run_with
 from locedit.models import Model
 from locedit.patching import Patch, as_dtype, sweep
@@ -79,7 +79,7 @@ class PathLogitDiffs:
         prompts (``norm_batches=k``: the ratio per consecutive batch of k prompts, then averaged, as the paper);
         NaN for heads that were not senders."""
         n = self.patched.shape[0]
-        k = n if norm_batches is None else _int(norm_batches, "norm_batches", 1)
+        k = n if norm_batches is None else whole_number(norm_batches, "norm_batches", 1)
         ratios = []
         for lo in range(0, n, k):
             sl = slice(lo, min(lo + k, n))
@@ -95,27 +95,14 @@ class PathLogitDiffs:
 # --- input checks ------------------------------------------------------------------------------------------------
 
 
-def _int(value: Any, name: str, low: int | None = None, high: int | None = None) -> int:
-    bad = isinstance(value, bool) or any(k in str(getattr(value, "dtype", "")) for k in ("bool", "float", "complex"))
-    try:
-        number = None if bad else operator.index(value)
-    except TypeError:
-        number = None
-    if number is None:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
-    if (low is not None and number < low) or (high is not None and number > high):
-        raise ValueError(f"{name} = {number} is out of range: give {low}..{high}")
-    return number
-
-
 def _head(model: Model, head: Any, what: str) -> Head:
     spec = model.spec
     if not (isinstance(head, Sequence) and len(head) == 2) or isinstance(head, str):
         raise TypeError(f"{what} {head!r}: give a head as a (layer, head) pair, e.g. (9, 3)")
     layer, h = head
     try:
-        layer = _int(layer, f"{what} {tuple(head)}: layer", 0, spec.n_layers - 1)
-        h = _int(h, f"{what} {tuple(head)}: head", 0, spec.n_heads - 1)
+        layer = whole_number(layer, f"{what} {tuple(head)}: layer", 0, spec.n_layers - 1)
+        h = whole_number(h, f"{what} {tuple(head)}: head", 0, spec.n_heads - 1)
     except ValueError as err:
         raise ValueError(
             f"{err} (this model has layers 0..{spec.n_layers - 1} and heads 0..{spec.n_heads - 1})"
@@ -189,8 +176,8 @@ def _token_lists(model: Model, prompts: Any, what: str) -> list[list[int]]:
 
 
 def _inputs(model: Model, clean: Any, corrupt: Any, answers: Any, chunk: int):
-    """Clean / corrupt token lists, answers [N, 2], and the prompt indices grouped by token length, at most
-    ``chunk`` prompts a group: [(length, indices)]."""
+    """The number of prompts N, and the prompts grouped by token length, at most ``chunk`` a group: [(length,
+    indices, clean ids [rows, length], corrupted ids [rows, length] (on the model's device), answers [rows, 2])]."""
     clean_ids, corrupt_ids = _token_lists(model, clean, "clean"), _token_lists(model, corrupt, "corrupt")
     if len(clean_ids) != len(corrupt_ids):
         raise ValueError(f"{len(clean_ids)} clean prompts but {len(corrupt_ids)} corrupted ones: give one of each")
@@ -213,7 +200,17 @@ def _inputs(model: Model, clean: Any, corrupt: Any, answers: Any, chunk: int):
     for i, ids in enumerate(clean_ids):
         by_length.setdefault(len(ids), []).append(i)
     groups = [(length, idx[lo : lo + chunk]) for length, idx in by_length.items() for lo in range(0, len(idx), chunk)]
-    return clean_ids, corrupt_ids, answers, groups
+    device = model.device
+    return len(clean_ids), [
+        (
+            length,
+            idx,
+            torch.tensor([clean_ids[i] for i in idx], device=device),
+            torch.tensor([corrupt_ids[i] for i in idx], device=device),
+            answers[idx],
+        )
+        for length, idx in groups
+    ]
 
 
 def _ld_metric(answers: torch.Tensor):
@@ -262,16 +259,11 @@ def path_patching_logit_diffs(
     run = as_dtype(model, dtype)
     recv, send = _plan(run, receivers, component, senders)
     chunk = max(1, ROWS_PER_SWEEP // len(send))
-    clean_ids, corrupt_ids, answers, groups = _inputs(run, clean, corrupt, answers, chunk)
+    n, groups = _inputs(run, clean, corrupt, answers, chunk)
     n_layers = run.spec.n_layers
-    device = run.device
-    n = len(clean_ids)
     patched = torch.empty(n, len(send))
     ld_clean, ld_corrupt = torch.empty(n), torch.empty(n)
-    for length, idx in groups:
-        x = torch.tensor([clean_ids[i] for i in idx], device=device)
-        x_bar = torch.tensor([corrupt_ids[i] for i in idx], device=device)
-        ans = answers[idx]
+    for length, idx, x, x_bar, ans in groups:
         metric = _ld_metric(ans)
         last = [length - 1]
         top = n_layers if recv is None else max(layer for layer, _ in recv) + 1  # layers that matter for the receivers
@@ -388,16 +380,11 @@ def path_patching_reference(
     every layer (below the sender too) and nothing skipped. Slow; for tests and benchmarks."""
     run = as_dtype(model, dtype)
     recv, send = _plan(run, receivers, component, senders)
-    clean_ids, corrupt_ids, answers, groups = _inputs(run, clean, corrupt, answers, 256)
+    n, groups = _inputs(run, clean, corrupt, answers, 256)
     n_layers, n_heads = run.spec.n_layers, run.spec.n_heads
-    device = run.device
-    n = len(clean_ids)
     patched = torch.empty(n, len(send))
     ld_clean, ld_corrupt = torch.empty(n), torch.empty(n)
-    for length, idx in groups:
-        x = torch.tensor([clean_ids[i] for i in idx], device=device)
-        x_bar = torch.tensor([corrupt_ids[i] for i in idx], device=device)
-        ans = answers[idx]
+    for length, idx, x, x_bar, ans in groups:
         ld_clean[idx], clean_z = _run(run, x, ans, range(n_layers))
         ld_corrupt[idx], corrupt_z = _run(run, x_bar, ans, range(n_layers))
         last = [length - 1]
