@@ -31,9 +31,9 @@ def test_bad_input_names_the_offender(tok):
         colored_objects(tok, n=2, objects=["cup", "mug", "pen", "ball"])
     with pytest.raises(ValueError, match=r"colors: ' Turquoise' is 2 tokens"):  # " turquoise" is one; the answer is not
         colored_objects(tok, n=2, colors=["red", "blue", "turquoise"])
-    with pytest.raises(TypeError, match=r"n must be an int, not str"):
+    with pytest.raises(TypeError, match=r"n must be an integer, got str"):
         colored_objects(tok, n="10")
-    with pytest.raises(TypeError, match=r"n_objects must be an int, not bool"):
+    with pytest.raises(TypeError, match=r"n_objects must be an integer, not a bool"):
         colored_objects(tok, n=2, n_objects=True)
 
 

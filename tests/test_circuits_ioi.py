@@ -75,7 +75,7 @@ def test_bad_input_names_the_offender(tok):
         ioi(tok, n=2, templates=["Then, {B} and {C} went home. {B} gave it to"])
     with pytest.raises(ValueError, match=r"trailing space"):
         ioi(tok, n=2, templates=["Then, {B} and {A} went home. {B} gave it to "])
-    with pytest.raises(TypeError, match=r"seed must be an int, not float"):
+    with pytest.raises(TypeError, match=r"seed must be an integer, got float"):
         ioi(tok, n=2, seed=1.5)
     with pytest.raises(ValueError, match=r"names: 2 single-token words left"):
         ioi(tok, n=2, names=["Mary", "John"])

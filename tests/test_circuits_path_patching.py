@@ -133,7 +133,7 @@ def test_normalisation():
 
 def test_bad_heads_and_receivers(tiny):
     clean, corrupt, answers = _tiny_task(n=2)
-    with pytest.raises(ValueError, match=r"sender \(1, 4\): head = 4 is out of range.*heads 0\.\.3"):
+    with pytest.raises(ValueError, match=r"sender \(1, 4\): head = 4 is out of range 0\.\.3.*heads 0\.\.3"):
         path_patching(tiny, clean, corrupt, answers, senders=[(1, 4)])
     with pytest.raises(ValueError, match=r"receiver \(2, 0\): layer = 2 is out of range.*layers 0\.\.1"):
         path_patching(tiny, clean, corrupt, answers, receivers=[(2, 0)])
@@ -141,7 +141,7 @@ def test_bad_heads_and_receivers(tiny):
         path_patching(tiny, clean, corrupt, answers, receivers=[(1, 0)], senders=[(0, 1), (1, 2)])
     with pytest.raises(ValueError, match=r"no senders: the lowest receiver is at layer 0"):
         path_patching(tiny, clean, corrupt, answers, receivers=[(0, 0)])
-    with pytest.raises(TypeError, match=r"sender \(0, 1.5\): head must be an int"):
+    with pytest.raises(TypeError, match=r"sender \(0, 1.5\): head must be an integer"):
         path_patching(tiny, clean, corrupt, answers, senders=[(0, 1.5)])
     with pytest.raises(NotImplementedError, match="q / k / v receivers"):
         path_patching(tiny, clean, corrupt, answers, receivers=[(1, 0)], component="k")

@@ -9,9 +9,10 @@ from collections.abc import Iterable, Mapping
 import torch
 
 
-def integer(value, name: str, minimum: int | None = None, fix: str = "") -> int:
+def integer(value, name: str, minimum: int | None = None, fix: str = "", maximum: int | None = None) -> int:
     """``value`` as a Python int (numpy and torch integers accepted, via ``operator.index``; bools and floats are
-    not): ``TypeError`` / ``ValueError`` naming ``name`` and, if given, ``fix``."""
+    not) in ``minimum..maximum`` (either may be ``None``): ``TypeError`` / ``ValueError`` naming ``name`` and, if
+    given, ``fix``."""
     hint = f": {fix}" if fix else ""
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an integer, not a bool{hint}")
@@ -19,6 +20,8 @@ def integer(value, name: str, minimum: int | None = None, fix: str = "") -> int:
         value = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}{hint}") from None
+    if maximum is not None and not (minimum or 0) <= value <= maximum:
+        raise ValueError(f"{name} = {value} is out of range {minimum or 0}..{maximum}{hint}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be ≥ {minimum}, got {value}{hint}")
     return value

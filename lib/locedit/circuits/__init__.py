@@ -6,7 +6,6 @@
   files) with their corrupted twins, the colours' token positions and answer ids.
 - :mod:`~locedit.circuits.metrics`: the logit-difference metric and accuracy.
 - :mod:`~locedit.circuits.tokens`: single-token vocabularies and token positions, shared by the two tasks;
-  :mod:`~locedit.circuits.checks`: argument checks.
 - :mod:`~locedit.circuits.path_patching`: path patching from every attention head to the logits (or to other
   heads' z) as the paper's code defines it, on the patching engine, with a plain full-forward reference. (The
   package exports the *functions* ``path_patching``, ``ioi`` and ``colored_objects``; the modules of those names are

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from locedit.circuits.checks import whole_number
+from locedit._checks import integer
 from locedit.circuits.tokens import (
     encode_with_offsets,
     single_token_id,
@@ -176,8 +176,8 @@ def colored_objects(
     lower case as written and in title case as answered); given lists must already be single tokens.
     """
     tok = tokenizer_of(model_or_tokenizer)
-    n, seed = whole_number(n, "n", 1), whole_number(seed, "seed")
-    n_objects, shots = whole_number(n_objects, "n_objects", 2), whole_number(shots, "shots")
+    n, seed = integer(n, "n", minimum=1), integer(seed, "seed", minimum=0)
+    n_objects, shots = integer(n_objects, "n_objects", minimum=2), integer(shots, "shots", minimum=0)
     object_list = single_token_vocabulary(tok, objects, OBJECTS, "objects", n_objects)
     color_list = single_token_vocabulary(tok, colors, COLORS, "colors", n_objects, title=True)
     for what, words in (("surfaces", surfaces), ("openers", openers)):
@@ -276,7 +276,7 @@ def load_colored_objects(
     (a multi-token object such as " mug" for SmolLM2) are left out and listed in ``skipped``.
     """
     tok = tokenizer_of(model_or_tokenizer)
-    rng = random.Random(whole_number(seed, "seed"))
+    rng = random.Random(integer(seed, "seed", minimum=0))
     pairs = _read_pairs(source, "source")
     corrupt_pairs = None if corrupt is None else _read_pairs(corrupt, "corrupt")
     if corrupt_pairs is not None and len(corrupt_pairs) != len(pairs):

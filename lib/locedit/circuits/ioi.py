@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import torch
 
-from locedit.circuits.checks import whole_number
+from locedit._checks import integer
 from locedit.circuits.tokens import (
     encode_with_offsets,
     single_token_id,
@@ -183,7 +183,7 @@ class IOIPrompts:
             raise ValueError(f"unknown corruption {kind!r}: use 'flipped' (S2 -> IO, this paper's) or 'abc'")
         if self.corruption is not None:
             raise ValueError(f"these prompts are already corrupted ({self.corruption!r}): corrupt the clean set")
-        rng = random.Random(whole_number(seed, "seed"))
+        rng = random.Random(integer(seed, "seed", minimum=0))
         rows = []
         for i in range(len(self)):
             if kind == "flipped":
@@ -247,7 +247,7 @@ def ioi(
     lists must already be). Corrupt with :meth:`IOIPrompts.corrupted`.
     """
     tok = tokenizer_of(model_or_tokenizer)
-    n, seed = whole_number(n, "n", 1), whole_number(seed, "seed")
+    n, seed = integer(n, "n", minimum=1), integer(seed, "seed", minimum=0)
     if order not in ("mixed", "ABBA", "BABA"):
         raise ValueError(f"order must be 'mixed', 'ABBA' or 'BABA', not {order!r}")
     texts = tuple(_check_template(t, i) for i, t in enumerate(IOI_TEMPLATES if templates is None else templates))

@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 import torch
 
-from locedit.circuits.checks import whole_number
+from locedit._checks import integer
 from locedit.hooks import Intervention, Site, patch, run_with
 from locedit.models import Model
 from locedit.patching import Patch, as_dtype, sweep
@@ -79,7 +79,7 @@ class PathLogitDiffs:
         prompts (``norm_batches=k``: the ratio per consecutive batch of k prompts, then averaged, as the paper);
         NaN for heads that were not senders."""
         n = self.patched.shape[0]
-        k = n if norm_batches is None else whole_number(norm_batches, "norm_batches", 1)
+        k = n if norm_batches is None else integer(norm_batches, "norm_batches", minimum=1)
         ratios = []
         for lo in range(0, n, k):
             sl = slice(lo, min(lo + k, n))
@@ -101,8 +101,8 @@ def _head(model: Model, head: Any, what: str) -> Head:
         raise TypeError(f"{what} {head!r}: give a head as a (layer, head) pair, e.g. (9, 3)")
     layer, h = head
     try:
-        layer = whole_number(layer, f"{what} {tuple(head)}: layer", 0, spec.n_layers - 1)
-        h = whole_number(h, f"{what} {tuple(head)}: head", 0, spec.n_heads - 1)
+        layer = integer(layer, f"{what} {tuple(head)}: layer", minimum=0, maximum=spec.n_layers - 1)
+        h = integer(h, f"{what} {tuple(head)}: head", minimum=0, maximum=spec.n_heads - 1)
     except ValueError as err:
         raise ValueError(
             f"{err} (this model has layers 0..{spec.n_layers - 1} and heads 0..{spec.n_heads - 1})"
