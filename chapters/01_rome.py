@@ -71,6 +71,7 @@ from locedit.editing import (
 from locedit.editing import layers as layer_rule
 from locedit.evaluation import evaluate, generate, summarize, target_prob
 from locedit.models import native_bf16
+from locedit.progress import progress
 from locedit.results import ChapterResults, Claim, verdict
 from locedit.tracing import BUCKETS, average_effects, causal_trace, default_window, embedding_std, subject_range
 from locedit.viz import layer_curve, layer_token_heatmap
@@ -209,7 +210,7 @@ trace_facts = balanced(facts, N_TRACE, seed=0)
 trace_layers = list(range(0, spec.n_layers, TRACE_LAYERS_STEP))
 traces = []
 with timed("trace_average"):
-    for f in trace_facts:
+    for f in progress(trace_facts, "tracing facts", unit="fact"):
         r = f["requested_rewrite"]
         traces.append(
             causal_trace(
@@ -303,7 +304,7 @@ results.metrics.update(
 # %%
 severed = []
 with timed("trace_severed"):
-    for f in trace_facts:
+    for f in progress(trace_facts, "severed traces", unit="fact"):
         r = f["requested_rewrite"]
         text = r["prompt"].format(r["subject"])
         _, end = subject_range(model, text, r["subject"])
@@ -452,7 +453,7 @@ print(f"‖ΔW‖ = {edit.norms()}, edit took {edit.info['seconds']} s; weights 
 sweep_facts = balanced(facts, SWEEP_FACTS, seed=2)
 sweep_rows = []
 with timed("layer_sweep"):
-    for layer in sweep_layers:
+    for layer in progress(sweep_layers, "layer sweep", unit="layer"):
         hp_l = ROMEHyperParams(layer=layer, context_template_length_params=PREFIXES, mom2_n_samples=STATS_TOKENS)
         s = summarize(evaluate(model, sweep_facts, edits=rome_each(model, sweep_facts, hp_l)))
         sweep_rows.append({"layer": layer, **{k: float(s[k]) for k in ("S", "ES", "PS", "NS")}})

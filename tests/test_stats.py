@@ -25,3 +25,17 @@ def test_unreadable_statistics_and_corpus_are_recomputed(smollm2, tmp_path, monk
     assert "unreadable cache file" in capsys.readouterr().err
     assert torch.equal(key_second_moment(model, 1, n_tokens=64, seq_len=16), first[1])  # rewritten, readable
     assert not list((tmp_path / "stats").glob(".*"))  # no temporary files left
+
+
+def test_layers_may_be_numpy_or_torch_integers(smollm2, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.setenv("LOCEDIT_CACHE", str(tmp_path))
+    model = _tiny_with_tokenizer("llama", smollm2.tokenizer)
+    first = key_second_moment(model, 1, n_tokens=32, seq_len=16)
+    assert torch.equal(key_second_moment(model, np.int64(1), n_tokens=32, seq_len=16), first)
+    assert torch.equal(key_second_moment(model, torch.tensor(1), n_tokens=32, seq_len=16), first)
+    both = key_second_moment(model, [np.int64(0), torch.tensor(1)], n_tokens=32, seq_len=16)
+    assert sorted(both) == [0, 1] and torch.equal(both[1], first)
+    with pytest.raises(TypeError, match="layer"):
+        key_second_moment(model, 1.0, n_tokens=32, seq_len=16)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from locedit.files import load_torch, remove_stale_temps, save_atomic
 from locedit.fingerprints import model_digest
 from locedit.hooks import patch
 from locedit.models import Model, cache_dir
+from locedit.progress import progress
 
 #: One-word starts of the sampled corpus (several topics, so the keys are not all from one kind of text).
 STARTS = (
@@ -62,7 +64,7 @@ def sample_corpus(
     tok = model.tokenizer
     starts = [tok(" " + s if i else s, add_special_tokens=False)["input_ids"][:1] for i, s in enumerate(STARTS)]
     rows = []
-    for b in range(0, n_seq, batch_size):
+    for b in progress(range(0, n_seq, batch_size), "sampling the statistics corpus", unit="batch"):
         torch.manual_seed(seed * 100_003 + b)
         first = torch.tensor([starts[(b + i) % len(starts)] for i in range(min(batch_size, n_seq - b))])
         out = model.hf.generate(
@@ -99,10 +101,12 @@ def key_second_moment(
     Cached on disk per (model, weights fingerprint, layer, corpus, n_tokens); missing layers are computed
     together in one pass over the corpus.
     """
-    single = isinstance(layers, int)
-    layers = [layers] if single else list(layers)
-    for layer in layers:
-        model.spec.check_layer(layer)
+    try:  # one layer (a Python, NumPy or torch integer) or an iterable of them
+        layers, single = [model.spec.check_layer(layers)], True
+    except TypeError:
+        if not isinstance(layers, Iterable) or isinstance(layers, str):
+            raise  # check_layer's message: what a layer must be
+        layers, single = [model.spec.check_layer(layer) for layer in layers], False
     corpus_id = f"sampled-k40-s{seed}-len{seq_len}"
     paths = {layer: _stat_path(model, layer, corpus_id, n_tokens, model_fingerprint(model, layer)) for layer in layers}
     remove_stale_temps(cache_dir() / "stats")  # left by killed writes
@@ -124,7 +128,7 @@ def key_second_moment(
         sums = {layer: torch.zeros(d, d, dtype=torch.float64) for layer in missing}
         count = 0
         with torch.no_grad():
-            for b in range(0, len(ids), batch_size):
+            for b in progress(range(0, len(ids), batch_size), "key statistics", unit="batch"):
                 batch = ids[b : b + batch_size].to(model.device)
                 with patch(model, record=[f"mlp_act.{layer}" for layer in missing], stop=True) as acts:
                     model.hf(input_ids=batch, attention_mask=torch.ones_like(batch))

@@ -17,6 +17,7 @@ from locedit.editing.common import Request, target_ids, token_index
 from locedit.editing.edit import EditError, frozen
 from locedit.hooks import patch
 from locedit.models import Model
+from locedit.progress import progress
 from locedit.tokens import pad_id, pad_rows
 
 
@@ -265,7 +266,7 @@ def optimise_values(
     v_star = torch.empty(len(requests), model.spec.d_model)
     logs: list[list[dict]] = [[] for _ in requests]
     order = by_suffix_length(model, requests, hp.fact_token)
-    for b in range(0, len(order), batch_size):
+    for b in progress(range(0, len(order), batch_size), f"optimising values ({batch_size} facts a batch)"):
         part = order[b : b + batch_size]
         part_log: list = []
         v_star[part] = optimise_value(model, [requests[i] for i in part], module, templates, hp, log=part_log)[1].cpu()
