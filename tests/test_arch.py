@@ -196,20 +196,22 @@ def test_part_errors():
 def test_site_table():
     """SITES is the one table of what a site is; iterating it gives the names, in the forward pass's order."""
     spec = tiny_model("gemma3_text").spec  # head_dim * n_heads != d_model
-    assert ", ".join(SITES) == "embed, resid_pre, resid_post, attn_out, z, mlp_out, mlp_act, mlp_up"
+    assert ", ".join(SITES) == "embed, resid_pre, resid_post, attn_out, q, k, v, z, mlp_out, mlp_act, mlp_up"
     assert "mlp_act" in SITES and "mlp" not in SITES
     assert all(isinstance(kind, SiteKind) for kind in SITES.values())
-    assert {name for name, kind in SITES.items() if kind.indexable} == {"z", "mlp_act", "mlp_up"}
+    assert {name for name, kind in SITES.items() if kind.indexable} == {"q", "k", "v", "z", "mlp_act", "mlp_up"}
     assert [name for name, kind in SITES.items() if not kind.layered] == ["embed"]
     assert SITES["z"].feature_shape(spec) == (spec.n_heads, spec.head_dim)
+    assert SITES["k"].feature_shape(spec) == SITES["v"].feature_shape(spec) == (1, 32)  # one KV head
+    assert SITES["q"].feature_shape(spec) == (4, 32)
     assert SITES["mlp_up"].feature_shape(spec) == (spec.d_mlp,)
     assert SITES["attn_out"].feature_shape(spec) == (spec.d_model,)
     fields_ = {f.name for f in fields(FamilyTable)}
     assert all(kind.part in fields_ | {"block"} for kind in SITES.values())
     # stream point j (the input of block j) is 2j; the inside of block l is 2l + 1
     stages = {name: kind.stage(None if name == "embed" else 3) for name, kind in SITES.items()}
-    assert stages == {"embed": 0, "resid_pre": 6, "resid_post": 8, "attn_out": 7, "z": 7, "mlp_out": 7,
-                      "mlp_act": 7, "mlp_up": 7}  # fmt: skip
+    assert stages == {"embed": 0, "resid_pre": 6, "resid_post": 8, "attn_out": 7, "q": 7, "k": 7, "v": 7, "z": 7,
+                      "mlp_out": 7, "mlp_act": 7, "mlp_up": 7}  # fmt: skip
 
 
 def test_gpt2_default_mlp_width():

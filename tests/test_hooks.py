@@ -24,8 +24,10 @@ def _every_site(spec, layers=None) -> list[Site]:
 
 
 def _expected_shape(spec, name: str, batch: int, seq: int) -> tuple[int, ...]:
-    if name == "z":
+    if name in ("q", "z"):
         return (batch, seq, spec.n_heads, spec.head_dim)
+    if name in ("k", "v"):
+        return (batch, seq, spec.n_kv_heads, spec.head_dim)
     if name in ("mlp_act", "mlp_up"):
         return (batch, seq, spec.d_mlp)
     return (batch, seq, spec.d_model)
@@ -100,7 +102,7 @@ def _check_sites_consistent(model, inputs, layers):
     """The recorded sites mean what SITES says, checked with the model's own modules and hidden states."""
     spec, hf = model.spec, model.hf
     with torch.no_grad():
-        out = hf(**inputs, output_hidden_states=True)
+        out = hf(**inputs, output_hidden_states=True, use_cache=True)
         logits, cache = run_with(model, inputs, record=_every_site(spec, layers))
     assert torch.equal(logits, out.logits)
     embed = cache["embed"]
@@ -116,6 +118,13 @@ def _check_sites_consistent(model, inputs, layers):
         torch.testing.assert_close(c["resid_pre"], out.hidden_states[layer], rtol=0, atol=0)
         if layer < spec.n_layers - 1:  # the last hidden state is reported after the final norm
             torch.testing.assert_close(c["resid_post"], out.hidden_states[layer + 1], rtol=0, atol=0)
+        # v is what attention averages (the cache's values); so is k where no norm or rotary changes it (GPT-2)
+        # (a sliding-window layer's cache keeps only the last positions)
+        kept = out.past_key_values.layers[layer]
+        tail = kept.values.shape[2]
+        torch.testing.assert_close(c["v"][:, -tail:].transpose(1, 2), kept.values, rtol=0, atol=0)
+        if spec.table.rotary == "none" and spec.table.attn_k_norm is None:
+            torch.testing.assert_close(c["k"][:, -tail:].transpose(1, 2), kept.keys, rtol=0, atol=0)
         # attn_out and mlp_out are exactly what the block adds to the residual stream
         torch.testing.assert_close(c["resid_post"], c["resid_pre"] + c["attn_out"] + c["mlp_out"])
         with torch.no_grad():

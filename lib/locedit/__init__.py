@@ -29,7 +29,8 @@ Methods (may import the foundations and the methods listed):
                   stats (key statistics), values (ROME/MEMIT value optimisation), rome, memit, ft
                                                                                    (tracing, tokens)
     evaluation    CounterFact metrics                                                   (editing.edit, data)
-    circuits/     IOI and Colored Objects tasks, path patching                                       (patching)
+    circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching
+                                                                                                     (patching)
     data/         the book's facts, relation templates, CounterFact / known_1000 loaders
     results       the chapters' results files and verdicts                                          (files)
 Views (import only models, arch and each other; a chapter composes them with the methods):

@@ -33,14 +33,15 @@ class SiteKind:
         side: whether the site is that module's ``"input"`` (first positional argument or ``hidden_states``) or its
             ``"output"`` (first element when it returns a tuple).
         feature: the per-token shape: ``"d_model"`` ([d_model]), ``"heads"`` ([n_heads, head_dim]; the module
-            sees them flattened) or ``"neurons"`` ([d_mlp]).
+            sees them flattened), ``"kv_heads"`` ([n_kv_heads, head_dim]: keys and values, one per KV group under
+            grouped-query attention) or ``"neurons"`` ([d_mlp]).
         place: where along the forward pass, relative to decoder block ``l``: ``"before"`` (the residual stream
             entering it; ``embed`` is before block 0), ``"inside"`` (computed by it) or ``"after"`` (leaving it).
     """
 
     part: str
     side: Literal["input", "output"]
-    feature: Literal["d_model", "heads", "neurons"]
+    feature: Literal["d_model", "heads", "kv_heads", "neurons"]
     place: Literal["before", "inside", "after"]
 
     @property
@@ -50,7 +51,8 @@ class SiteKind:
 
     @property
     def indexable(self) -> bool:
-        """Whether an intervention's ``index`` applies: heads for ``z``, neurons for ``mlp_act`` and ``mlp_up``."""
+        """Whether an intervention's ``index`` applies: heads for ``q``, ``z``, KV heads for ``k``, ``v``, neurons
+        for ``mlp_act`` and ``mlp_up``."""
         return self.feature != "d_model"
 
     @property
@@ -59,9 +61,11 @@ class SiteKind:
         return self.place == "inside"
 
     def feature_shape(self, spec: ArchSpec) -> tuple[int, ...]:
-        """The site's shape per token: [d_model], [n_heads, head_dim] or [d_mlp]."""
+        """The site's shape per token: [d_model], [n_heads, head_dim], [n_kv_heads, head_dim] or [d_mlp]."""
         if self.feature == "heads":
             return (spec.n_heads, spec.head_dim)
+        if self.feature == "kv_heads":
+            return (spec.n_kv_heads, spec.head_dim)
         return (spec.d_mlp,) if self.feature == "neurons" else (spec.d_model,)
 
     def stage(self, layer: int | None) -> int:
@@ -86,6 +90,13 @@ SITES: Mapping[str, SiteKind] = MappingProxyType(
         "resid_post": SiteKind("block", "output", "d_model", "after"),
         # what attention adds to the residual stream at block l, [batch, seq, d_model]
         "attn_out": SiteKind("attn_out", "output", "d_model", "inside"),
+        # per-head queries, the query projection's output (before any query norm and rotary embedding),
+        # [batch, seq, n_heads, head_dim]
+        "q": SiteKind("attn_q", "output", "heads", "inside"),
+        # per-KV-head keys and values, the projections' outputs (keys before any norm and rotary embedding),
+        # [batch, seq, n_kv_heads, head_dim]; query head h reads KV head h // (n_heads // n_kv_heads)
+        "k": SiteKind("attn_k", "output", "kv_heads", "inside"),
+        "v": SiteKind("attn_v", "output", "kv_heads", "inside"),
         # per-head attention output before the output projection, [batch, seq, n_heads, head_dim]
         "z": SiteKind("attn_o_proj", "input", "heads", "inside"),
         # what the MLP adds to the residual stream at block l, [batch, seq, d_model]
@@ -120,6 +131,19 @@ class FamilyTable:
     mlp_gate: str | None  # block-relative; None for ungated MLPs
     mlp_down: str  # block-relative; input = neuron activations (ROME's key), output = value
     mlp_act_fn: str  # block-relative
+    # block-relative; outputs = queries, keys, values [.., heads * head_dim] (one module for all three if fused)
+    attn_q: str | None = None
+    attn_k: str | None = None
+    attn_v: str | None = None
+    # one projection computes q, k and v: "parts" = [q | k | v] (GPT-2's c_attn), "heads" = [q_h | k_h | v_h] per
+    # head (GPT-NeoX's query_key_value)
+    qkv_fused: Literal["parts", "heads"] | None = None
+    attn_q_norm: str | None = None  # block-relative; per-head norms of queries and keys (Gemma 3), before rotary
+    attn_k_norm: str | None = None
+    # how positions enter queries and keys: "none" (GPT-2: learned absolute embeddings), "half" (RoPE on the
+    # whole head, rotating halves: Llama, Mistral, Qwen2, Gemma 3), "interleaved" (GPT-J, on the first rotary_dim
+    # dimensions), "partial_half" (GPT-NeoX, halves of the first rotary_pct of each head)
+    rotary: Literal["none", "half", "interleaved", "partial_half"] = "half"
     weights_transposed: bool = False  # GPT-2's Conv1D stores weights as [in, out]
     parallel_attn_mlp: bool = False  # attention and MLP read the same residual (GPT-J, GPT-NeoX)
 
@@ -138,6 +162,9 @@ _LLAMA_LIKE = FamilyTable(
     mlp_gate="mlp.gate_proj",
     mlp_down="mlp.down_proj",
     mlp_act_fn="mlp.act_fn",
+    attn_q="self_attn.q_proj",
+    attn_k="self_attn.k_proj",
+    attn_v="self_attn.v_proj",
 )
 
 FAMILIES: dict[str, FamilyTable] = {
@@ -158,6 +185,11 @@ FAMILIES: dict[str, FamilyTable] = {
         mlp_gate="mlp.gate_proj",
         mlp_down="mlp.down_proj",
         mlp_act_fn="mlp.act_fn",
+        attn_q="self_attn.q_proj",
+        attn_k="self_attn.k_proj",
+        attn_v="self_attn.v_proj",
+        attn_q_norm="self_attn.q_norm",
+        attn_k_norm="self_attn.k_norm",
     ),
     "gpt2": FamilyTable(
         blocks="transformer.h",
@@ -173,6 +205,11 @@ FAMILIES: dict[str, FamilyTable] = {
         mlp_gate=None,
         mlp_down="mlp.c_proj",
         mlp_act_fn="mlp.act",
+        attn_q="attn.c_attn",
+        attn_k="attn.c_attn",
+        attn_v="attn.c_attn",
+        qkv_fused="parts",
+        rotary="none",
         weights_transposed=True,
     ),
     "gptj": FamilyTable(
@@ -189,6 +226,10 @@ FAMILIES: dict[str, FamilyTable] = {
         mlp_gate=None,
         mlp_down="mlp.fc_out",
         mlp_act_fn="mlp.act",
+        attn_q="attn.q_proj",
+        attn_k="attn.k_proj",
+        attn_v="attn.v_proj",
+        rotary="interleaved",
         parallel_attn_mlp=True,
     ),
     "gpt_neox": FamilyTable(
@@ -205,11 +246,19 @@ FAMILIES: dict[str, FamilyTable] = {
         mlp_gate=None,
         mlp_down="mlp.dense_4h_to_h",
         mlp_act_fn="mlp.act",
+        attn_q="attention.query_key_value",
+        attn_k="attention.query_key_value",
+        attn_v="attention.query_key_value",
+        qkv_fused="heads",
+        rotary="partial_half",
         parallel_attn_mlp=True,
     ),
 }
 # gemma3 multimodal checkpoints report "gemma3"; their text model has the same layout under model.language_model,
 # which we do not address yet. Text-only Gemma 3 (270M, 1B) reports "gemma3_text".
+
+
+_QKV_PARTS = ("attn_q", "attn_k", "attn_v")
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -270,6 +319,14 @@ class ArchSpec:
     def unembedding(self, model: nn.Module) -> torch.Tensor:
         """The unembedding matrix W_U as [vocab, d_model] (tied to the embeddings for SmolLM2)."""
         return self.part(model, "unembed").weight
+
+    def qkv_part(self, name: str) -> int | None:
+        """Which third of the fused q/k/v projection's output the part ``name`` is (0 for ``"attn_q"``, 1 for
+        ``"attn_k"``, 2 for ``"attn_v"``), or ``None`` when the family projects them separately (or ``name`` is no
+        projection)."""
+        if self.table.qkv_fused is None or name not in _QKV_PARTS:
+            return None
+        return _QKV_PARTS.index(name)
 
     def check_layer(self, layer: int) -> int:
         """``layer`` as a plain int if it names a block: any whole number (a Python or NumPy integer, or a

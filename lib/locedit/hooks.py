@@ -15,8 +15,8 @@ a site lives on, and whether it is that module's input or output, from the table
 :func:`attach` (hook site functions onto their modules for the duration of a ``with`` block), :func:`as_index`
 and :func:`combine` (the index and arithmetic rules of an intervention).
 
-Shapes: residual-stream sites are [batch, seq, d_model]; ``z`` is [batch, seq, n_heads, head_dim];
-``mlp_act`` and ``mlp_up`` are [batch, seq, d_mlp].
+Shapes: residual-stream sites are [batch, seq, d_model]; ``q`` and ``z`` are [batch, seq, n_heads, head_dim], ``k``
+and ``v`` [batch, seq, n_kv_heads, head_dim]; ``mlp_act`` and ``mlp_up`` are [batch, seq, d_mlp].
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ class Intervention:
             per-row shape ([1 or batch, seq, ...], e.g. from a cache) is indexed like the activation.
         rows: batch rows (default: all).
         positions: token positions (default: all); a 2-D [rows, k] array gives each row its own positions.
-        index: heads for ``z``, neurons for ``mlp_act``/``mlp_up`` (default: all).
+        index: heads for ``q`` and ``z``, KV heads for ``k`` and ``v``, neurons for ``mlp_act``/``mlp_up`` (default:
+            all).
     """
 
     site: Site | str
@@ -202,15 +203,15 @@ def attach(model: Model, site_fns: Mapping[Site, SiteFn] | Iterable[tuple[Site, 
     whatever happens (an exception inside the block, or a site that fails to resolve midway).
 
     A site function takes the site's activation as :data:`locedit.arch.SITES` shapes it ([batch, seq, d_model],
-    [batch, seq, n_heads, head_dim] for ``z``, [batch, seq, d_mlp]) and returns the tensor that replaces it (``x``
+    [batch, seq, n_heads, head_dim] for ``q`` and ``z``, [batch, seq, n_kv_heads, head_dim] for ``k`` and ``v``,
+    [batch, seq, d_mlp]) and returns the tensor that replaces it (``x``
     itself to only read it); :func:`patch` and the patching engine (:mod:`locedit.patching`) build theirs on this.
     """
     handles = []
     try:
         for site, fn in site_fns.items() if isinstance(site_fns, Mapping) else site_fns:
             module, side = locate(model.spec, model.hf, site)
-            if site.kind.feature == "heads":
-                fn = _per_head(fn, model.spec.n_heads, model.spec.head_dim)
+            fn = _site_shaped(fn, model.spec, site.kind)
             if side == "output":
                 handles.append(module.register_forward_hook(_output_hook(fn)))
             else:
@@ -221,13 +222,32 @@ def attach(model: Model, site_fns: Mapping[Site, SiteFn] | Iterable[tuple[Site, 
             handle.remove()
 
 
-def _per_head(fn: SiteFn, n_heads: int, head_dim: int) -> SiteFn:
-    """``fn`` on [..., n_heads, head_dim], for a module that sees the heads flattened [..., n_heads * head_dim]."""
+def _site_shaped(fn: SiteFn, spec: ArchSpec, kind: SiteKind) -> SiteFn:
+    """``fn`` on the site's own shape, for a module that sees it otherwise: heads flattened [..., n * head_dim]
+    (``q``, ``k``, ``v``, ``z``), or one third of a fused q/k/v projection's output (GPT-2's ``c_attn``: [q | k | v];
+    GPT-NeoX's ``query_key_value``: [q_h | k_h | v_h] per head)."""
+    if kind.feature not in ("heads", "kv_heads"):
+        return fn
+    n, head_dim = kind.feature_shape(spec)
+    third = spec.qkv_part(kind.part)
+    if third is None:
+        return lambda x: fn(x.unflatten(-1, (n, head_dim))).flatten(-2)
 
-    def flat(x: torch.Tensor) -> torch.Tensor:
-        return fn(x.reshape(*x.shape[:-1], n_heads, head_dim)).reshape(x.shape)
+    def select(x: torch.Tensor) -> torch.Tensor:  # a view of the part, [..., n, head_dim]
+        if spec.table.qkv_fused == "parts":
+            return x.unflatten(-1, (3, n, head_dim))[..., third, :, :]
+        return x.unflatten(-1, (n, 3, head_dim))[..., third, :]
 
-    return flat
+    def fused(x: torch.Tensor) -> torch.Tensor:
+        part = select(x)
+        new = fn(part)
+        if new is part:  # only read
+            return x
+        out = x.clone()
+        select(out).copy_(new)
+        return out
+
+    return fused
 
 
 def _output_hook(fn: SiteFn):

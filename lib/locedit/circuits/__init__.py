@@ -6,6 +6,9 @@
   files) with their corrupted twins, the colours' token positions and answer ids.
 - :mod:`~locedit.circuits.metrics`: the logit-difference metric and accuracy.
 - :mod:`~locedit.circuits.tokens`: single-token vocabularies and token positions, shared by the two tasks;
+- :mod:`~locedit.circuits.attention`: every head's attention probabilities (rebuilt from the recorded queries and
+  keys), and attention forced onto chosen positions at the last position (the paper's intervention);
+- :mod:`~locedit.circuits.inputs`: the checks of heads and prompts that the other modules share;
 - :mod:`~locedit.circuits.path_patching`: path patching from every attention head to the logits (or to other
   heads' z) as the paper's code defines it, on the patching engine, with a plain full-forward reference. (The
   package exports the *functions* ``path_patching``, ``ioi`` and ``colored_objects``; the modules of those names are
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+from locedit.circuits.attention import attention_patterns, force_attention
 from locedit.circuits.colored_objects import COLORS, OBJECTS, ColoredObjects, colored_objects, load_colored_objects
 from locedit.circuits.ioi import IOI_TEMPLATES, NAMES, IOIPrompts, ioi
 from locedit.circuits.metrics import accuracy, logit_diff
@@ -33,7 +37,9 @@ __all__ = [
     "IOIPrompts",
     "PathLogitDiffs",
     "accuracy",
+    "attention_patterns",
     "colored_objects",
+    "force_attention",
     "ioi",
     "load_colored_objects",
     "logit_diff",

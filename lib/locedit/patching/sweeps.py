@@ -187,7 +187,8 @@ def activation_patching_grid(
     skip_noops: bool = True,
 ) -> torch.Tensor:
     """Patch the clean run's ``site`` into the corrupted run at every (layer, position): ``metric`` of each, as a
-    grid [layers, positions] ([layers, positions, heads] for ``site="z"``, one head at a time).
+    grid [layers, positions] ([layers, positions, heads] for ``site="q"`` or ``"z"``, [layers, positions, kv_heads]
+    for ``"k"`` or ``"v"``: one head at a time).
 
     ``clean`` and ``corrupt`` must have the same number of tokens. In bfloat16 the grid's probabilities move by a
     few hundredths against float32: fine to see where the effect is, not to compare effects that differ by less.
@@ -204,8 +205,9 @@ def activation_patching_grid(
     positions = list(range(seq)) if positions is None else list(positions)
     sites = [Site(site, layer) for layer in layers]
     values = record(run, clean_in, sites)
-    per_head = site in SITES and SITES[site].feature == "heads"  # z: one head at a time
-    heads = list(range(run.spec.n_heads)) if per_head else [None]
+    kind = SITES.get(site)
+    per_head = kind is not None and kind.feature in ("heads", "kv_heads")  # q, k, v, z: one (KV) head at a time
+    heads = list(range(kind.feature_shape(run.spec)[0])) if per_head else [None]
     patches = [
         Patch([Intervention(s, "replace", values[str(s)], positions=[p], index=None if h is None else [h])])
         for s in sites
