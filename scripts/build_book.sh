@@ -73,6 +73,11 @@ yaml.safe_dump(toc, open("book/_build/_toc.yml", "w"), sort_keys=False)
 print("build_book: chapters:", ", ".join(sorted(p.stem for p in pathlib.Path("book/chapters").glob("*.ipynb"))) or "none")
 PY
 
+# The reproduction scorecard page (git-ignored), from every executed/*.results.json; chapters of the toc without
+# results are listed as pending (locedit.scorecard; `make scorecard` also updates the README's table).
+PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m locedit.scorecard --results executed --toc book/_toc.yml \
+  --chapters chapters --page book/scorecard.md
+
 strict=()
 if [[ "${BOOK_STRICT:-0}" == 1 ]]; then strict=(-W --keep-going); fi
 jupyter-book build "$ROOT/book" --config "$ROOT/_config.yml" --toc "$ROOT/book/_build/_toc.yml" \
