@@ -46,6 +46,13 @@ scorecard: setup
 	PYTHONPATH=$(CURDIR)/lib python -m locedit.scorecard --results executed --toc book/_toc.yml --chapters chapters \
 	  --page book/scorecard.md --readme README.md
 
+## make lab: JupyterLab on the chapters (chapters/*.py open as notebooks through Jupytext; ipywidgets and plotly
+## render live). LAB_ARGS="--no-browser --port 8890" passes options on. The kernel imports lib/ of this checkout.
+lab: setup
+	@python scripts/lab_settings.py
+	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter PYTHONPATH=$(CURDIR)/lib jupyter lab --ServerApp.root_dir=$(CURDIR) \
+	  --LabApp.default_url=/lab/tree/chapters $(LAB_ARGS)
+
 ## make notebooks: regenerate notebooks/*.ipynb (committed, no outputs, Colab install cell) from chapters/*.py.
 notebooks: setup
 	python scripts/notebooks.py write
