@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 _spec = importlib.util.spec_from_file_location(
@@ -69,3 +70,15 @@ def test_figure_index_groups_figures_by_method_and_links_their_sections(tmp_path
 
 def test_figure_index_of_nothing_says_so(tmp_path):
     assert "No chapter has been executed yet" in book_pages.figure_index(tmp_path)
+
+
+def test_every_citation_in_the_book_is_in_the_bibliography():
+    root = Path(__file__).resolve().parents[1]
+    keys = set(re.findall(r"^@\w+\{([^,]+),", (root / "book" / "references.bib").read_text(), flags=re.M))
+    sources = sorted((root / "chapters").glob("*.py")) + sorted((root / "book").glob("*.md"))
+    role = re.compile(r"\{cite(?::\w+)?\}`([^`]+)`")
+    cited = {p.name: {k.strip() for group in role.findall(p.read_text()) for k in group.split(",")} for p in sources}
+    missing = {name: sorted(found - keys) for name, found in cited.items() if found - keys}
+    assert missing == {}, "cited keys missing from book/references.bib"
+    for chapter in sorted((root / "chapters").glob("*.py")):
+        assert cited[chapter.name], f"{chapter.name} cites nothing from book/references.bib"
