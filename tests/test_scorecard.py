@@ -21,7 +21,7 @@ parts:
     chapters:
       - file: chapters/00_toolkit
       - file: chapters/01_rome
-      - file: chapters/03_concept_editing
+      - file: chapters/03_concept_editing   # coming
   - caption: Back matter
     chapters:
       - file: references

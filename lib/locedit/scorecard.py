@@ -48,7 +48,7 @@ def load_results(folder: str | Path | None = None) -> dict[str, dict]:
 
 def toc_chapters(toc: str | Path) -> list[str]:
     """The chapter names (``chapters/<name>`` entries) of a Jupyter Book ``_toc.yml``, in order."""
-    return re.findall(r"^\s*-\s*file:\s*chapters/([\w.-]+)\s*$", Path(toc).read_text(), flags=re.M)
+    return re.findall(r"^\s*-\s*file:\s*chapters/([\w.-]+)\s*(?:#.*)?$", Path(toc).read_text(), flags=re.M)
 
 
 def chapter_title(name: str, chapters_dir: str | Path | None = None) -> str:
