@@ -6,7 +6,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PY_DIRS := $(wildcard lib tests chapters benchmarks scripts)
 NOTEBOOKS := $(patsubst chapters/%.py,executed/%.ipynb,$(wildcard chapters/*.py))
 
-.PHONY: setup test book test-book notebooks bench lint format clean
+.PHONY: setup test book test-book scorecard lab notebooks bench lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -39,6 +39,19 @@ test-book: setup
 	@start=$$(date +%s); \
 	LOCEDIT_BOOK_TEST=1 python -m pytest tests/browser -p no:cacheprovider; \
 	status=$$?; echo "make test-book: $$(( $$(date +%s) - start )) s elapsed"; exit $$status
+
+## make scorecard: the reproduction scorecard from executed/*.results.json: README.md's table (between its
+## scorecard markers) and book/scorecard.md (the book's page; `make book` writes it too).
+scorecard: setup
+	PYTHONPATH=$(CURDIR)/lib python -m locedit.scorecard --results executed --toc book/_toc.yml --chapters chapters \
+	  --page book/scorecard.md --readme README.md
+
+## make lab: JupyterLab on the chapters (chapters/*.py open as notebooks through Jupytext; ipywidgets and plotly
+## render live). LAB_ARGS="--no-browser --port 8890" passes options on. The kernel imports lib/ of this checkout.
+lab: setup
+	@python scripts/lab_settings.py
+	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter PYTHONPATH=$(CURDIR)/lib jupyter lab --ServerApp.root_dir=$(CURDIR) \
+	  --LabApp.default_url=/lab/tree/chapters $(LAB_ARGS)
 
 ## make notebooks: regenerate notebooks/*.ipynb (committed, no outputs, Colab install cell) from chapters/*.py.
 notebooks: setup

@@ -62,7 +62,7 @@ pd.set_option("display.precision", 3)
 # %% [markdown]
 # ## 1. The model
 #
-# Our default model is **SmolLM2-135M-Instruct** (Hugging Face, 2024): a 30-layer decoder-only transformer of the
+# Our default model is **SmolLM2-135M-Instruct** {cite:p}`allal2025smollm2`: a 30-layer decoder-only transformer of the
 # Llama family. It is small enough that every experiment in this book runs on two CPU cores, and large enough to
 # know where the Eiffel Tower is.
 #
@@ -133,7 +133,7 @@ results.metrics["p_paris"] = round(p_paris, 4)
 # %% [markdown]
 # ### A second kind of knowledge: who is the indirect object?
 #
-# Facts are stored associations. *Indirect object identification* (IOI; Wang et al., 2022) is a different
+# Facts are stored associations. *Indirect object identification* (IOI) {cite:p}`wang2022ioi` is a different
 # skill: in *"When Mary and John went to the store, John gave a drink to"* the answer is whoever was **not** just
 # repeated. No fact is recalled; the model must copy the right name from the context. Chapters 4–5 study the
 # circuit that does it. We measure it with the **logit difference**
@@ -283,7 +283,7 @@ display(sites)
 #
 # Write $h^{(l)} \in \mathbb{R}^{d}$ for the vector at one position after block $l$ ($d$ = `d_model` = 576), with
 # $h^{(-1)}$ the token embedding. Each block *adds* to it, first an attention contribution, then an MLP
-# contribution:
+# contribution {cite:p}`elhage2021framework`:
 #
 # $$h^{(l)} = h^{(l-1)} + a^{(l)} + m^{(l)}, \qquad
 #   a^{(l)} = \mathrm{Attn}^{(l)}\big(\mathrm{N}(h^{(l-1)})\big), \qquad
@@ -302,7 +302,7 @@ display(sites)
 #
 # A head's $z_h$ (site `z.l`) is therefore its complete message; $W_O^h z_h$ is what it adds to the stream.
 #
-# **The MLP is a key–value memory** (Geva et al., 2021). SmolLM2's MLP is gated:
+# **The MLP is a key–value memory** {cite:p}`geva2021ffn`. SmolLM2's MLP is gated:
 #
 # $$m = W_{down}\,\big(\sigma(W_{gate}\tilde x) \odot W_{up}\tilde x\big) = \sum_{i=1}^{d_{mlp}} k_i\, W_{down}[:, i],
 #   \qquad k = \sigma(W_{gate}\tilde x) \odot W_{up}\tilde x \in \mathbb{R}^{d_{mlp}},$$
@@ -669,7 +669,7 @@ results.metrics.update(
 # **Question.** At which layer does the model "know" the answer?
 #
 # **Method.** The last block's output is turned into logits by the final norm and the unembedding. The **logit
-# lens** (nostalgebraist, 2020) applies the same map to every intermediate state:
+# lens** {cite:p}`nostalgebraist2020logitlens` applies the same map to every intermediate state:
 #
 # $$\mathrm{logits}^{(l)}_i = W_U\, \mathrm{N}_{\text{final}}\big(h^{(l)}_i\big), \qquad p^{(l)}_i = \mathrm{softmax}\big(\mathrm{logits}^{(l)}_i\big).$$
 #

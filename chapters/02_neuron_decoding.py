@@ -19,7 +19,7 @@
 # neuron — and can we find all of them without running the model on any text?
 #
 # Davies (2025, *Flash Interpretability: Decoding Specialised Feature Neurons in Large Language Models with the
-# LM-Head*, arXiv 2501.02688) answers yes for Llama 3.1 8B. His method needs only the weights: read every neuron's
+# LM-Head*, arXiv 2501.02688) {cite:p}`davies2025decoding` answers yes for Llama 3.1 8B. His method needs only the weights: read every neuron's
 # input weights as if they were a hidden state and push them through the model's own output head. On Llama 3.1 8B
 # he reports neurons whose top token is " dog" or " California"; clamping the dog neuron makes the Instruct model
 # talk about dogs whenever it is asked for its favourite animal; and 75.4% of up-projection neurons keep their top
@@ -48,13 +48,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from locedit import load_model
 from locedit.activations import cohens_d, record_sample
 from locedit.clamping import clamp, generate_settings, group_prob_settings
 from locedit.neurons import compare_checkpoints, decode_neurons, decode_rows, search_neurons, token_group
 from locedit.results import ChapterResults, Claim, verdict
+from locedit.scorecard import claims_html
 from locedit.viz import specialisation_figure
 from locedit.widgets import neuron_browser
 
@@ -122,7 +123,7 @@ print(
 #   $z^{(1)}_i = (\max_t z_i(t) - \mathrm{mean}_t\, z_i)/\mathrm{std}_t\, z_i$ (how far the top token stands out).
 #
 # The same decoding applies to the gate rows (another read direction) and to the down-projection columns, which
-# are what a neuron *writes* to the stream (Geva et al., 2022). `locedit.neurons.decode_neurons` does it for every
+# are what a neuron *writes* to the stream {cite:p}`geva2022promoting`; the MLP as a key–value memory is {cite:t}`geva2021ffn`. `locedit.neurons.decode_neurons` does it for every
 # neuron in chunked matrix products: a chunk of 512 rows gives a [512 × 49,152] logit block, of which only the
 # top-$k$ tokens, the log-normaliser and $z^{(1)}$ are kept, so the full 46,080 × 49,152 logit matrix (9 GB) never
 # exists. Results are cached on disk by a hash of the weights.
@@ -189,14 +190,20 @@ ax.set_ylabel("neurons")
 ax.set_title("Raw rows decode to flat distributions")
 ax.legend()
 plt.show()
+median_raw, median_norm = float(up_raw.top_probs[..., 0].median()), float(up_side.top_probs[..., 0].median())
+display(
+    Markdown(
+        f"**What it means.** Raw rows give nearly uniform distributions: their median top-1 probability is "
+        f"{median_raw:.1e}, against {median_norm:.2f} through the final norm, over a vocabulary of "
+        f"{spec.vocab_size:,} tokens (uniform: {1 / spec.vocab_size:.1e}). Quoting raw probabilities as "
+        '"specialisation" would be misleading, which is why we rescale by the final norm or use the z-score. The '
+        f"norm's gain matters: with and without it the top-1 token agrees for {raw_vs_norm:.0%} of the sampled "
+        'neurons. Every figure below says which variant it uses; the default is "final norm", because that is what '
+        "the head does to a real hidden state."
+    )
+)
 
 # %% [markdown]
-# **What it means.** Raw rows give nearly uniform distributions (the median top-1 probability is about
-# $10^{-3}$): quoting raw probabilities as "specialisation" would be misleading, which is why we rescale by the
-# final norm or use $z^{(1)}$. The gain $g$ matters: with and without it the top-1 token agrees for only about
-# seven neurons in ten. Every figure below says which variant it uses; the default is "final norm", because that
-# is what the head does to a real hidden state.
-#
 # ## 2. Searching for concepts
 #
 # Davies looks for neurons whose top token is " dog" or " California". In SmolLM2 a single token is too narrow a
@@ -274,15 +281,31 @@ results.metrics.update(
     california_best_rank=cal_best,
 )
 
+# %%
+animal = decode_rows(model, [(0, 350)], "up", True, k=6).iloc[0]  # the animal neuron the next sections use
+water_top1 = int((found["water"].best_rank == 0).sum())
+
+
+def how_many(n: int) -> str:
+    return "no neuron" if n == 0 else f"{n} neuron{'s' if n > 1 else ''}"
+
+
+display(
+    Markdown(
+        f"**What it means.** In this run {how_many(dog_top1)} of {model_name} decode{'s' if dog_top1 == 1 else ''} to "
+        f"a dog word as the top token and {how_many(cal_top1)} to California (best ranks: {dog_best} for "
+        f"{found['dog'].best_token.iloc[0]!r}, {cal_best} for {found['California'].best_token.iloc[0]!r}; the "
+        "tables above). Read the best candidates' top tokens: where the group token is not first, it is a side lobe "
+        f"of a neuron that reads other things. Neuron **L0.N350** decodes to {animal.top_tokens}: in our runs a "
+        "layer-0 *animal* neuron rather than a dog neuron, which the next sections test. "
+        f"{how_many(water_top1).capitalize()} decode{'s' if water_top1 == 1 else ''} to **water** at top-1: concepts "
+        "the model sees constantly as one token fare better. Llama 3.1 8B has ten times as many up-projection "
+        "neurons (458,752), each reading a 4,096-dimensional stream, and a 128k vocabulary; a 135M model spreads its "
+        "concepts over fewer, more polysemantic neurons."
+    )
+)
+
 # %% [markdown]
-# **What it means.** In our runs no neuron of SmolLM2 decodes to a dog word or to California as its top token
-# (the table above; the measured best ranks are 2 for "Dogs" and 11 for " California"), and the neurons that come
-# closest are mixed: their top tokens are unrelated sub-word pieces, with the dog token as a side lobe. The clearest
-# animal neuron is **L0.N350** (cat, Cat, cat, CAT, then dog): a layer-0 *animal* neuron rather than a dog neuron.
-# Concepts that the model sees constantly as one token fare better: several neurons decode to **water** at top-1
-# (water, water, Water, waters, watery, hydrology …) — concept neurons exist, just not for every concept.
-# Llama 3.1 8B has ten times as many up-projection neurons per layer-stack (458,752), each reading a 4,096-dimensional
-# stream, and a 128k vocabulary; a 135M model spreads its concepts over fewer, more polysemantic neurons.
 #
 # ## 3. Do the decoded neurons fire on the concept?
 #
@@ -371,11 +394,24 @@ for name, neurons in candidates.items():
 validation = pd.DataFrame(validation)
 display(validation)
 
+dog_d = validation.query("concept == 'dog'").set_index("neuron")["Cohen's d"]
+large = ", ".join(f"{neuron} (d = {d:.1f})" for neuron, d in dog_d[dog_d >= 0.8].items())
+display(
+    Markdown(
+        f"Decoding and firing agree only in part: {int((dog_d < 0).sum())} of the {len(dog_d)} dog candidates fire "
+        "*less* on dog sentences than on controls (negative d: the decoded dog token is a side lobe of an unrelated "
+        "neuron), while "
+        + (
+            f"{large} separate dog sentences from controls with a large d (≥ 0.8)."
+            if large
+            else "none separates them with a large d (≥ 0.8)."
+        )
+    )
+)
+
 # %% [markdown]
-# Decoding and firing agree only in part: in our runs some top-ranked candidates fire *less* on dog sentences than
-# on controls (negative $d$: the decoded dog token is a side lobe of an unrelated neuron), while the animal neuron
-# L0.N350 and L0.N259 separate dog sentences from controls with large $d$ (about 2). The reverse question is cheap too: which neurons
-# separate dog sentences from controls best, and what do *they* decode to?
+# The reverse question is cheap too: which neurons separate dog sentences from controls best, and what do *they*
+# decode to?
 
 # %%
 a, b = per_text[:n_dog], per_text[n_dog + n_cal :]
@@ -496,6 +532,7 @@ with pd.option_context("display.max_colwidth", 200):
 
 dog_clamps = clamp_table[(clamp_table.concept == "dog") & (clamp_table["multiple of max u"] > 0)]
 best_row = dog_clamps.loc[dog_clamps["ratio to no clamp"].idxmax()]
+ratio_dog_best = float(best_row["ratio to no clamp"])
 water_clamps = clamp_table[(clamp_table.concept == "water") & (clamp_table["multiple of max u"] > 0)]
 water_best = water_clamps.loc[water_clamps["ratio to no clamp"].idxmax()]
 p_max = float(best_row["p(concept group)"])
@@ -513,18 +550,36 @@ results.metrics.update(
     clamped_replies=int(len(dog_talk)),
 )
 
+# %%
+top5 = clamp_table[clamp_table.clamped == sweeps[0][0]].set_index("multiple of max u")["ratio to no clamp"]
+water_ratios = clamp_table[clamp_table.clamped == sweeps[3][0]].set_index("multiple of max u")["ratio to no clamp"]
+cat_replies = gen_table[gen_table.clamp.str.startswith("L0.N350") & gen_table["mentions cat"]]
+cat_quote = (
+    f' (at {cat_replies.clamp.iloc[0].split(" × ")[-1]}× its largest activation: "{cat_replies["reply (greedy)"].iloc[0][:60]}…")'
+    if len(cat_replies)
+    else ""
+)
+display(
+    Markdown(
+        f"**What it means.** Clamping the dog candidates moves p(dog group) at best ×{ratio_dog_best:.2f} "
+        f"({best_row['clamped']}, {best_row['multiple of max u']}× its largest activation); clamping the top five "
+        f"together at {top5.index.max()}× gives ×{top5.iloc[-1]:.2f}. {int(dog_talk.sum())} of the {len(dog_talk)} "
+        f"replies under a dog clamp mention dogs. The water neuron {name(water_neuron)}, which decodes to water at "
+        f"top-1, gives p(water) ×{water_ratios.min():.2f} at worst and ×{water_ratios.max():.2f} at best "
+        f"({water_ratios.idxmax()}× its largest activation). The reason is in the MLP equation: the up row says what a "
+        "neuron *detects*; what it *writes* is SiLU(g)·c times its down-projection column, whose direction depends on "
+        "the down column and on the sign of the gate — decoded just above, the write directions of these neurons are "
+        "mostly not the concept. Clamping the animal neuron L0.N350 "
+        + (
+            f"turns the reply to cats{cat_quote}, the neuron's top tokens: Davies' result in miniature, for a concept "
+            "SmolLM2 has a neuron for, at layer 0 where the neuron's write feeds the whole stack above it."
+            if animal_cats
+            else "does not turn the reply to cats in this run."
+        )
+    )
+)
+
 # %% [markdown]
-# **What it means.** Clamping the dog candidates barely moves p(dog group) (at best by a few per cent), and
-# clamping the five together at large values *suppresses* it; none of the replies turns to dogs. Even the water
-# neuron, which decodes cleanly to water, lowers p(water) at moderate clamps (2–20× its largest activation) and
-# raises it only about 1.5-fold at 50× in the full run. The reason is in the MLP equation: the
-# up row says what a neuron *detects*; what it *writes* is $\mathrm{SiLU}(g_i)\,c\,W_{down}[:, i]$, whose
-# direction depends on the down column and on the sign of the gate — decoded just above, the write directions of
-# these neurons are mostly not the concept. Clamping the animal neuron L0.N350 is the clearest effect: the reply turns to
-# cats ("The most adorable cats I've ever met…", ×10), the neuron's top tokens. That is Davies' result in
-# miniature, for the concept SmolLM2 has a neuron for, found at layer 0 where the neuron's write feeds the whole
-# stack above it.
-#
 # ## 5. Do neurons keep their labels across checkpoints?
 #
 # Davies decodes the base and the Instruct model and finds that **75.4%** of up-projection neurons keep their top
@@ -606,12 +661,21 @@ results.metrics.update(top1_same_after_finetune=round(same_ft, 4), finetune_rel_
 if same_base is not None:
     results.metrics["top1_same_base_vs_instruct"] = round(same_base, 4)
 
+# %%
+display(
+    Markdown(
+        f"A short fine-tune of the up-projections alone ({steps} SGD steps) moves them by "
+        f"{rel_change:.1e} of their norm and leaves {same_ft:.1%} of the sampled labels in place. This is a sanity "
+        "check of the measurement, not the paper's result: instruction tuning is millions of steps away from ours, "
+        + (
+            f"and the base-vs-Instruct comparison above gives {same_base:.1%}."
+            if same_base is not None
+            else "and the 75.4% figure for Llama is untested here (no base checkpoint: the scorecard says *not tested*)."
+        )
+    )
+)
+
 # %% [markdown]
-# A short fine-tune of the up-projections alone (a few dozen SGD steps in the full run, four in `quick`) moves the weights by a tiny relative amount and leaves nearly every label in place; where
-# labels do change, it is among neurons whose top two tokens are almost tied. This is a sanity check of the
-# measurement, not the paper's result: instruction tuning is millions of steps away from our few dozen, and the
-# 75.4% figure for Llama is untested here.
-#
 # ## 6. Explore
 #
 # The browser below searches the decoded map by token (comma-separated; leading spaces count: `" dog, dog"`) and
@@ -625,7 +689,8 @@ neuron_browser(up, sample, query=" cat, cat, Cat, dog, dogs")
 # %% [markdown]
 # ## 7. Scorecard
 #
-# Each verdict is computed from the numbers above.
+# Each verdict is computed from the numbers above, by the rule written under each claim; the book's
+# [scorecard page](../scorecard) gathers every chapter's.
 
 # %%
 # The map's speed, timed on one whole middle layer, uncached: a small sample's time is mostly fixed costs, and the
@@ -633,20 +698,24 @@ neuron_browser(up, sample, query=" cat, cat, Cat, dog, dogs")
 with timed("decode_one_layer"):
     one_layer = decode_neurons(model, "up", norm=True, k=10, layers=[spec.n_layers // 2], cache=False)
 map_seconds_per_neuron = one_layer.seconds / spec.d_mlp
-water_top1 = int((found["water"].best_rank == 0).sum())
 any_top1 = {c: int((df.best_rank == 0).sum()) for c, df in found.items()}
 ratio_dog, ratio_water = float(best_row["ratio to no clamp"]), float(water_best["ratio to no clamp"])
 t_all = map_seconds_per_neuron * n_neurons
 claims = [
     Claim(
         claim="Specialised single-concept neurons exist: some up-projection neuron's top-1 token is ' dog', and some is ' California'",
+        criterion="reproduced if some neuron's top-1 token is in the dog group and some in the California group; "
+        f"partly if only one of them, or another group we searched ({', '.join(c for c in found if c not in ('dog', 'California'))}), "
+        "has one; not reproduced otherwise",
         paper="Llama 3.1 8B: 'dog' and 'California' neurons found by their top token",
         ours=f"dog group: {dog_top1} neurons at top-1 (best rank {dog_best}); California: {cal_top1} (best rank {cal_best}); "
-        f"but water: {water_top1} neurons at top-1",
+        + ", ".join(f"{c}: {n}" for c, n in any_top1.items() if c not in ("dog", "California")),
         verdict=verdict(dog_top1 > 0 and cal_top1 > 0, partly=any(v > 0 for v in any_top1.values())),
     ),
     Claim(
         claim="Clamping a decoded concept neuron raises p(concept) as the next token",
+        criterion="reproduced if clamping the dog candidates or the water neuron at least doubles p(concept group) "
+        "after the neutral prompts; partly if it raises it by more than 10%; not reproduced otherwise",
         paper="clamping raises the concept's probability (Llama 3.1 8B)",
         ours=f"dog: at best ×{ratio_dog:.2f} ({best_row['clamped']}, {best_row['multiple of max u']}× max u); "
         f"water neuron {name(water_neuron)}: ×{ratio_water:.2f} ({water_best['multiple of max u']}× max u)",
@@ -654,6 +723,8 @@ claims = [
     ),
     Claim(
         claim="A clamped dog neuron makes the Instruct model talk about dogs when asked its favourite animal",
+        criterion="reproduced if at least half the greedy replies under a dog-candidate clamp mention dogs; partly if "
+        "any does, or clamping the animal neuron L0.N350 turns the reply to cats; not reproduced otherwise",
         paper="always discusses dogs (Llama 3.1 8B Instruct)",
         ours=f"{int(dog_talk.sum())} of {len(dog_talk)} replies with a dog-candidate clamp mention dogs; clamping the animal "
         f"neuron L0.N350 {'makes it talk about cats' if animal_cats else 'does not steer it to cats'}",
@@ -661,26 +732,30 @@ claims = [
     ),
     Claim(
         claim="Most up-projection neurons keep their top-1 token across two checkpoints of one architecture (>75%)",
+        criterion="base vs Instruct checkpoints: reproduced if more than 75% of the sampled neurons keep their top-1 "
+        "token; partly if more than 50%; not reproduced otherwise; not tested without a base checkpoint (the short "
+        "fine-tune is a sanity check and does not count)",
         paper="75.4% base vs Instruct, Llama 3.1 8B",
         ours=(
             f"base vs instruct {same_base:.1%}; "
             if same_base is not None
-            else "base vs instruct not run (no SmolLM2 base offline); "
+            else "base vs instruct not run (no SmolLM2 base checkpoint offline); "
         )
-        + f"a {steps}-step fine-tune of the up-projections keeps {same_ft:.1%} (a weaker test)",
-        verdict=verdict(same_base > 0.75) if same_base is not None else verdict(False, partly=same_ft > 0.75),
+        + f"a {steps}-step fine-tune of the up-projections keeps {same_ft:.1%} (a sanity check, not this claim)",
+        verdict=verdict(same_base > 0.75 if same_base is not None else None, partly=same_base is not None and same_base > 0.5),
     ),
     Claim(
         claim="The whole up-projection map is computed in seconds",
+        criterion="reproduced if every up-projection neuron is decoded in under 10 s on this machine; partly if in "
+        "under a minute; not reproduced otherwise",
         paper="all 458,752 neurons of Llama 3.1 8B in < 10 s (v2; < 15 min in v1)",
-        ours=f"{t_all:.0f} s for all {n_neurons:,} neurons on this machine's 2 CPU cores"
-        + f" (extrapolated from one layer of {spec.d_mlp:,}, {one_layer.dtype} path)"
-        + "; see benchmarks/neurons.py",
-        verdict=verdict(t_all < 10, partly=t_all < 15 * 60),
+        ours=f"{t_all:.0f} s for all {n_neurons:,} neurons on this machine ({torch.get_num_threads()} torch threads, "
+        f"{one_layer.dtype} path; extrapolated from one uncached layer of {spec.d_mlp:,}); see benchmarks/neurons.py",
+        verdict=verdict(t_all < 10, partly=t_all < 60),
     ),
-]
+]  # fmt: skip
 results.claims = claims
-display(pd.DataFrame([vars(c) for c in claims]))
+display(HTML(claims_html(claims, meta=f"{model_name}, {'quick' if quick else 'full'} size")))
 
 # %% [markdown]
 # ## What to try next

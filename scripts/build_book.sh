@@ -24,6 +24,8 @@ scripts/fetch_web_assets.sh
 rm -rf book/chapters && mkdir -p book/chapters book/_build
 "$PY" - <<'PY'
 import json, os, pathlib, re, sys, yaml
+sys.path.insert(0, "scripts")
+from book_pages import figure_index, merge_parameters
 CDN_MATHJAX = re.compile(r'<script[^>]*src="https?://[^"]*/mathjax[^"]*"[^>]*>\s*</script>')
 LIVE_KERNEL_NOTE = {"output_type": "display_data", "metadata": {}, "data": {"text/html": (
     '<div class="locedit-live-kernel" role="note"><strong>Needs a live kernel.</strong> This explorer shows its '
@@ -31,6 +33,7 @@ LIVE_KERNEL_NOTE = {"output_type": "display_data", "metadata": {}, "data": {"tex
     "(links at the top of the page) to use it.</div>")}}
 def copy_notebook(src, dst):
     nb = json.loads(src.read_text())
+    merge_parameters(nb)  # one parameters cell: the chapter's, with papermill's values written in
     for cell in nb.get("cells", []):
         outputs = []
         for out in cell.get("outputs", []):
@@ -70,8 +73,14 @@ if not toc["parts"]:
 if missing:
     sys.exit("build_book: chapters not executed yet: " + ", ".join(missing))
 yaml.safe_dump(toc, open("book/_build/_toc.yml", "w"), sort_keys=False)
+pathlib.Path("book/figures.md").write_text(figure_index("book/chapters"))  # the figures of the chapters built
 print("build_book: chapters:", ", ".join(sorted(p.stem for p in pathlib.Path("book/chapters").glob("*.ipynb"))) or "none")
 PY
+
+# The reproduction scorecard page (git-ignored), from every executed/*.results.json; chapters of the toc without
+# results are listed as pending (locedit.scorecard; `make scorecard` also updates the README's table).
+PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m locedit.scorecard --results executed --toc book/_toc.yml \
+  --chapters chapters --page book/scorecard.md
 
 strict=()
 if [[ "${BOOK_STRICT:-0}" == 1 ]]; then strict=(-W --keep-going); fi

@@ -10,8 +10,8 @@ import pytest
 
 from locedit.results import VERDICTS, ChapterResults, Claim, results_dir, verdict
 
-CONTRACT_KEYS = {"chapter", "model", "quick", "seconds", "metrics", "claims"}
-CLAIM_KEYS = {"claim", "paper", "ours", "verdict"}
+CONTRACT_KEYS = {"chapter", "model", "quick", "seconds", "finished", "metrics", "claims"}
+CLAIM_KEYS = {"claim", "paper", "ours", "verdict", "criterion"}
 
 
 def test_verdict_mapping():
@@ -19,7 +19,8 @@ def test_verdict_mapping():
     assert verdict(True, partly=True) == "reproduced"
     assert verdict(False, partly=True) == "partly"
     assert verdict(False) == "not reproduced"
-    assert {verdict(h, p) for h in (True, False) for p in (True, False)} == set(VERDICTS)
+    assert verdict(None) == verdict(None, partly=True) == "not tested"
+    assert {verdict(h, p) for h in (True, False, None) for p in (True, False)} == set(VERDICTS)
 
 
 def test_invalid_verdict_raises():
@@ -27,13 +28,17 @@ def test_invalid_verdict_raises():
         Claim("ROME edits generalise", "ES 100", "ES 99", "mostly")
     with pytest.raises(ValueError):
         Claim("x", "y", "z", "Reproduced")  # case matters: the scorecard matches exact strings
+    with pytest.raises(ValueError, match="criterion is empty"):
+        Claim("x", "y", "z", "reproduced", criterion="  ")
 
 
 def test_write_follows_the_contract(tmp_path):
     results = ChapterResults("01_rome", "smollm2-135m", quick=True)
     results.metrics["rome.ES"] = 99.0
     results.metrics["rome.PS"] = 87.5
-    results.claims.append(Claim("ROME's efficacy is near 100%", "ES 100", "ES 99.0", verdict(True)))
+    results.claims.append(
+        Claim("ROME's efficacy is near 100%", "ES 100", "ES 99.0", verdict(True), criterion="reproduced if ES ≥ 90")
+    )
     results.claims.append(Claim("MEMIT scales", "10k edits", "100 edits", verdict(False, partly=True)))
     path = results.write(tmp_path / "out")
     assert path == tmp_path / "out" / "01_rome.results.json"
@@ -44,9 +49,26 @@ def test_write_follows_the_contract(tmp_path):
     assert data["metrics"] == {"rome.ES": 99.0, "rome.PS": 87.5}
     assert [set(c) for c in data["claims"]] == [CLAIM_KEYS, CLAIM_KEYS]
     assert [c["verdict"] for c in data["claims"]] == ["reproduced", "partly"]
+    assert [c["criterion"] for c in data["claims"]] == ["reproduced if ES ≥ 90", None]
+    assert data["finished"].endswith("Z") and data["finished"][:2] == "20"
     assert all(c["verdict"] in VERDICTS for c in data["claims"])
     # strict JSON: no NaN / Infinity tokens
     json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
+
+
+def test_nan_and_infinity_are_written_as_null(tmp_path):
+    """Results files are strict JSON: a NaN (float, NumPy or torch) or an infinity becomes null, nested too."""
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    results = ChapterResults("01_rome", "smollm2-135m", quick=True)
+    results.metrics.update(
+        {"GE": float("nan"), "RS": np.float64("nan"), "t": torch.tensor(float("inf")), "ok": np.float32(1.5),
+         "n": np.int64(3), "nested": [1.0, float("-inf")]}
+    )  # fmt: skip
+    text = results.write(tmp_path).read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    data = json.loads(text, parse_constant=lambda token: pytest.fail(f"non-standard JSON token {token}"))
+    assert data["metrics"] == {"GE": None, "RS": None, "t": None, "ok": 1.5, "n": 3, "nested": [1.0, None]}
 
 
 def test_write_replaces_and_leaves_no_temporary_files(tmp_path):

@@ -6,6 +6,9 @@
 * **Notebook links.** Each chapter page opens with a link to download its notebook (the committed, output-free
   ``notebooks/<chapter>.ipynb``, copied into the site) and an "Open in Colab" link to the same file in the
   repository (``locedit_repository`` / ``locedit_branch`` in ``_config.yml``).
+* **Run header.** Under those links, each chapter page says when it was run, how long it took, on which model and
+  at which size (quick or full), and its verdicts: read at build time from the chapter's results file
+  (``executed/<chapter>.results.json``) and papermill's record in the notebook.
 * **One copy of each script.** sphinx-thebe adds its inline ``const THEBE_JS_URL = …`` script twice to every page
   ("Identifier 'THEBE_JS_URL' has already been declared"); identical scripts are kept once.
 * The book's stylesheet (``_assets/locedit.css``): wrapped code lines, figures within the column, the banner.
@@ -46,6 +49,35 @@ def _builder_inited(app):
         )
 
 
+def _run_header(srcdir: Path, name: str, root: str) -> str:
+    """The chapter's run header (HTML): run time, model, size and verdicts, from its results file and notebook."""
+    try:
+        results = json.loads((srcdir.parent / "executed" / f"{name}.results.json").read_text())
+    except (OSError, ValueError):
+        results = {}
+    try:
+        meta = json.loads((srcdir / "chapters" / f"{name}.ipynb").read_text()).get("metadata", {}).get("papermill", {})
+    except (OSError, ValueError):
+        meta = {}
+    params = meta.get("parameters", {})
+    seconds = meta.get("duration") or results.get("seconds")
+    model = results.get("model") or params.get("model_name")
+    if seconds is None and model is None:
+        return ""
+    quick = results.get("quick", str(params.get("quick", False)).lower() == "true")
+    finished = results.get("finished") or (meta.get("end_time") or "")[:19]
+    when = f"{finished[:10]} {finished[11:16]} UTC" if finished else "at an unrecorded time"
+    took = "?" if seconds is None else f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    size = "<strong>quick size</strong> (draft numbers)" if quick else "<strong>full size</strong>"
+    verdicts = [c.get("verdict", "") for c in results.get("claims", [])]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
+    score = f' · verdicts: {html.escape(counts)} (<a href="{root}scorecard.html">scorecard</a>)' if verdicts else ""
+    return (
+        f'<div class="locedit-run-info" role="note">Executed {html.escape(when)} in <strong>{took}</strong> on '
+        f"<code>{html.escape(str(model or '?'))}</code>, {size}{score}</div>"
+    )
+
+
 def _dedupe_scripts(context):
     seen, kept = set(), []
     for script in context.get("script_files", []):
@@ -81,6 +113,7 @@ def _page_context(app, pagename, templatename, context, doctree):
             f'<a class="locedit-colab" href="{html.escape(colab)}" target="_blank" rel="noopener">Open in Colab</a>'
             "</div>"
         )
+        parts.append(_run_header(Path(app.srcdir), name, root))
     context["body"] = "".join(parts) + context["body"]
 
 

@@ -32,7 +32,8 @@ Methods (may import the foundations and the methods listed):
     circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching
                                                                                                      (patching)
     data/         the book's facts, relation templates, CounterFact / known_1000 loaders
-    results       the chapters' results files and verdicts                                          (files)
+    results       the chapters' results files (strict JSON), claims with their criteria, verdicts    (files)
+    scorecard     the reproduction scorecard: book page, README table, a chapter's claims table    (results)
 Views (import only models, arch and each other; a chapter composes them with the methods):
     viz           figures (plotly heat maps, layer curves)
     widgets       ipywidgets explorers and the neuron browser                                        (viz)

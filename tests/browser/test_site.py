@@ -67,3 +67,75 @@ def test_chapter_pages_link_their_notebook_and_colab(site):
         assert all(c.get("outputs", []) == [] for c in json.loads(nb.read_text())["cells"])
         assert colab[1].startswith("https://colab.research.google.com/github/")
         assert colab[1].endswith(f"/notebooks/{page.stem}.ipynb")
+
+
+def _results() -> dict[str, dict]:
+    from locedit.scorecard import load_results
+
+    return load_results(ROOT / "executed")
+
+
+def test_scorecard_page_shows_every_claim_with_a_coloured_verdict(site, server, driver):
+    """The scorecard page (generated from executed/*.results.json) holds one verdict cell per claim, in the order
+    of the results files, each a coloured badge (one colour per verdict), with its criterion under the claim; the
+    chapters of the toc without results are pending."""
+    from locedit.scorecard import toc_chapters
+
+    results = _results()
+    driver.get(server.url + "scorecard.html")
+    cells = driver.execute_script(
+        "return [...document.querySelectorAll('td.locedit-verdict-cell .locedit-verdict')].map(e => "
+        "[e.textContent.trim(), getComputedStyle(e).backgroundColor, e.getBoundingClientRect().width])"
+    )
+    planned = toc_chapters(ROOT / "book" / "_toc.yml")
+    expected = [c["verdict"] for name in planned if name in results for c in results[name]["claims"]]
+    expected += [c["verdict"] for name, r in results.items() if name not in planned for c in r["claims"]]
+    assert [text for text, _, _ in cells] == expected, "the page's verdicts differ from the results files"
+    assert all(width > 0 for _, _, width in cells), "a verdict badge is not visible"
+    colours = {text: colour for text, colour, _ in cells}
+    assert all(c not in ("rgba(0, 0, 0, 0)", "transparent") for c in colours.values()), colours
+    assert len(set(colours.values())) == len(colours), f"two verdicts share a colour: {colours}"
+    criteria = driver.execute_script(
+        "return [...document.querySelectorAll('td.locedit-claim')].map(td => "
+        "(td.querySelector('.locedit-criterion') || {textContent: ''}).textContent.trim())"
+    )
+    assert len(criteria) == len(expected) and all(criteria), "a claim without its criterion on the page"
+    pending = driver.execute_script(
+        "return [...document.querySelectorAll('tr.locedit-pending td:first-child')].map(e => e.textContent)"
+    )
+    assert len(pending) == len([n for n in planned if n not in results])
+
+
+def test_chapter_pages_show_their_run_and_one_parameters_cell(site):
+    results = _results()
+    for page in sorted((site / "chapters").glob("*.html")):
+        html = page.read_text()
+        header = re.search(r'<div class="locedit-run-info"[^>]*>(.*?)</div>', html, flags=re.S)
+        assert header, f"{page.name}: no run header (time, model, size) at the top"
+        r = results.get(page.stem, {})
+        assert r.get("model", "") in header[1] and ("quick size" if r.get("quick") else "full size") in header[1]
+        assert re.search(r"in <strong>\d", header[1]), f"{page.name}: the header has no run time: {header[1]}"
+        assert html.index("locedit-run-info") < html.index("<h1"), f"{page.name}: the run header is not at the top"
+        assert len(re.findall(r"tag_parameters\b", html)) == 1, f"{page.name}: not exactly one parameters cell"
+        assert "tag_injected-parameters" not in html, f"{page.name}: papermill's injected cell is shown"
+
+
+def test_figure_index_links_every_figure_to_its_section(site):
+    index = (site / "figures.html").read_text()
+    links = re.findall(r'<li><a href="(chapters/[^"#]+)#([^"]+)"', index)
+    total = 0
+    for nb in sorted((site / "_sources" / "chapters").glob("*.ipynb")):
+        exp = sitecheck.expectation_from_notebook(nb)
+        total += exp.plotly_figures + exp.images
+    assert len(links) == total > 0, f"{len(links)} links for {total} figures"
+    for page, anchor in links:
+        assert f'id="{anchor}"' in (site / page).read_text(), f"figures.html links to a missing #{anchor} in {page}"
+
+
+def test_chapters_cite_the_bibliography(site):
+    refs = (site / "references.html").read_text()
+    for page in sorted((site / "chapters").glob("*.html")):
+        cited = re.findall(r'href="\.\./references\.html#(id\d+|[\w-]+)"', page.read_text())
+        assert cited, f"{page.name} cites nothing from references.bib"
+        for anchor in cited:
+            assert f'id="{anchor}"' in refs, f"{page.name} cites #{anchor}, which the references page lacks"
