@@ -153,22 +153,22 @@ def page(results: dict[str, dict], planned: Iterable[str], chapters_dir: str | P
         "",
         f"**{provenance(results)}**",
         "",
-        '<table class="locedit-scorecard-summary"><thead><tr><th>chapter</th><th>verdicts</th><th>model</th>'
-        "<th>size</th><th>run</th></tr></thead><tbody>",
+        '<table class="locedit-scorecard-summary"><thead><tr><th>chapter</th><th>verdicts</th>'
+        "<th>model, size, run</th></tr></thead><tbody>",
     ]
     for name, data in rows:
         title = html.escape(chapter_title(name, chapters_dir))
         if data is None:
             out.append(
                 f'<tr class="locedit-pending"><td>{title}</td><td><span class="locedit-verdict '
-                'locedit-verdict-pending">pending</span></td><td>—</td><td>—</td><td>—</td></tr>'
+                'locedit-verdict-pending">pending</span></td><td>—</td></tr>'
             )
             continue
         verdicts = " ".join(_verdict_html(c["verdict"]) for c in data["claims"]) or "no paper claims"
         out.append(
             f'<tr><td><a href="chapters/{name}.html">{title}</a></td><td>{verdicts}</td>'
-            f"<td>{html.escape(str(data.get('model')))}</td><td>{_size(data)}</td>"
-            f"<td>{_when(data)}, {_duration(data.get('seconds'))}</td></tr>"
+            f'<td class="locedit-run"><code>{html.escape(str(data.get("model")))}</code>, {_size(data)} size<br>'
+            f"{_when(data)}, {_duration(data.get('seconds'))}</td></tr>"
         )
     out.append("</tbody></table>")
     for name, data in rows:
