@@ -110,9 +110,9 @@ def test_chunks_of_prompts_agree(tiny, monkeypatch):
 
 
 def test_only_the_last_position_from_the_sender_layer_up(tiny):
-    """To the logits, attention (its query projection) runs only in the two plain runs (clean, corrupted); every patched row
-    joins at its sender's layer and runs through the blocks as one vector per prompt (the prompts along the
-    sequence axis, the senders along the batch axis): layer 0 sees its 2 senders, layer 1 those 2 and its own."""
+    """To the logits, attention (its query projection) runs only in the two plain runs (clean, corrupted); every
+    patched row joins at its sender's layer and runs through the blocks as one vector per prompt (the prompts along
+    the sequence axis, the senders along the batch axis): layer 0 sees its 2 senders, layer 1 those 2 and its own."""
     clean, corrupt, answers = _tiny_task(n=3)
     senders = [(0, 0), (0, 2), (1, 1)]
     calls: list[tuple[int, tuple[int, ...]]] = []
