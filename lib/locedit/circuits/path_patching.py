@@ -231,9 +231,25 @@ def path_patching_logit_diffs(
     batch_size: int | None = None,
     rows_per_call: int = 4096,
 ) -> PathLogitDiffs:
-    """The logit differences behind :func:`path_patching` (same arguments): per prompt and sender, plus the clean
-    and corrupted runs'. ``rows_per_call`` bounds the prompts × senders rows of one decoder-block call of the fast
-    pass (memory)."""
+    """The logit differences behind :func:`path_patching`: per prompt and sender, plus the clean and corrupted
+    runs'.
+
+    Args:
+        model: the model.
+        clean, corrupt: the prompts, pairwise token-aligned: tasks (``d = ioi(model)``, ``d.corrupted()``;
+            ``c = colored_objects(model)``, ``c.corrupted()`` — its ``corrupt_prompts``), lists of prompts, lists
+            of token-id lists or [prompts, tokens] tensors.
+        answers: [prompts, 2] ids (correct, alternative); default ``clean.answers``.
+        receivers: ``"logits"`` (the sender's effect through the residual stream to the end) or a list of
+            (layer, head) whose ``component`` reads the sender's change (all patched together in run 3).
+        component: ``"z"``, ``"q"``, ``"k"`` or ``"v"`` of the receivers (``k``, ``v``: per KV group, see the module
+            docstring).
+        senders: (layer, head) pairs (default: every head below the lowest receiver; all heads for the logits).
+        dtype: run in this dtype (``torch.bfloat16``: a cached copy of the model).
+        method, batch_size: the engine's, for the runs on it (:func:`locedit.patching.sweep`; receivers other than
+            the logits).
+        rows_per_call: prompts × senders rows per decoder-block call of the fast pass (bounds its memory).
+    """
     run = as_dtype(model, dtype)
     recv, send = _plan(run, receivers, component, senders)
     n, groups = prompt_pairs(run, clean, corrupt, answers, PROMPTS_PER_RUN)
@@ -264,47 +280,18 @@ def path_patching_logit_diffs(
 
 
 def path_patching(
-    model: Model,
-    clean: Any,
-    corrupt: Any,
-    answers: Any = None,
-    *,
-    receivers: Receivers = "logits",
-    component: str = "z",
-    senders: Sequence[Head] | None = None,
-    dtype: torch.dtype | None = None,
-    method: Literal["incremental", "cached", "full"] = "incremental",
-    batch_size: int | None = None,
-    norm_batches: int | None = None,
-    rows_per_call: int = 4096,
+    model: Model, clean: Any, corrupt: Any, answers: Any = None, *, norm_batches: int | None = None, **options: Any
 ) -> torch.Tensor:
-    """Path patching of every sender head to ``receivers``: the effect of each, [n_layers, n_heads] (float32).
+    """Path patching of every sender head to the receivers: the effect of each, [n_layers, n_heads] (float32).
 
-    Args:
-        model: the model.
-        clean, corrupt: the prompts, pairwise token-aligned: tasks (``d = ioi(model)``, ``d.corrupted()``;
-            ``c = colored_objects(model)``, ``c.corrupted()`` — its ``corrupt_prompts``), lists of prompts, lists
-            of token-id lists or [prompts, tokens] tensors.
-        answers: [prompts, 2] ids (correct, alternative); default ``clean.answers``.
-        receivers: ``"logits"`` (the sender's effect through the residual stream to the end) or a list of
-            (layer, head) whose ``component`` reads the sender's change (all patched together in run 3).
-        component: ``"z"``, ``"q"``, ``"k"`` or ``"v"`` of the receivers (``k``, ``v``: per KV group, see the module
-            docstring).
-        senders: (layer, head) pairs (default: every head below the lowest receiver; all heads for the logits).
-        dtype: run in this dtype (``torch.bfloat16``: a cached copy of the model).
-        method, batch_size: the engine's, for the runs on it (:func:`locedit.patching.sweep`; receivers other than
-            the logits).
-        norm_batches: ``None``: one ratio over all prompts; ``25``: the paper's per-batch ratios, averaged.
-        rows_per_call: prompts × senders rows per decoder-block call of the fast pass (bounds its memory).
+    ``options`` are those of :func:`path_patching_logit_diffs` (``receivers="logits"``, ``component="z"``,
+    ``senders=None``, ``dtype=None``, ``method``, ``batch_size``, ``rows_per_call``); ``norm_batches``: ``None``
+    for one ratio over all prompts, ``25`` for the paper's per-batch ratios, averaged.
 
     Returns: ``(LD_patched − LD_clean) / (LD_corrupt − LD_clean)`` per sender (see the module docstring); NaN for
     heads that are not senders.
     """
-    lds = path_patching_logit_diffs(
-        model, clean, corrupt, answers, receivers=receivers, component=component, senders=senders, dtype=dtype,
-        method=method, batch_size=batch_size, rows_per_call=rows_per_call,
-    )  # fmt: skip
-    return lds.effects(norm_batches)
+    return path_patching_logit_diffs(model, clean, corrupt, answers, **options).effects(norm_batches)
 
 
 # --- the reference -----------------------------------------------------------------------------------------------
