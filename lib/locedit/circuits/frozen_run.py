@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from locedit._checks import integer
 from locedit.arch import SITES
 from locedit.circuits.inputs import PromptGroup
 from locedit.hooks import Site, attach, run_with
@@ -149,16 +150,20 @@ def frozen_residuals(
     (every other head frozen); the blocks' MLPs and norms are the model's own. ``rows_per_call`` bounds the
     prompts × senders rows of one block call."""
     spec = run.spec
+    if not senders or not layers or max(layer for layer, _ in senders) >= min(layers):
+        raise ValueError(
+            f"frozen_residuals: every sender must lie below the lowest layer read ({min(layers, default=None)}); "
+            f"got senders {list(senders)}"
+        )
     order = sorted(range(len(senders)), key=lambda i: senders[i][0])
     n_prompts = rec.resid[0].shape[0]
-    chunk = max(1, rows_per_call // max(1, n_prompts))
+    chunk = max(1, integer(rows_per_call, "rows_per_call", minimum=1) // max(1, n_prompts))
     out: dict[int, torch.Tensor] = {}
     x: torch.Tensor | None = None  # [senders joined so far (in `order`), prompts, d_model]
     joined = 0
     with torch.no_grad():
         for j in range(min(senders[i][0] for i in order), max(layers) + 1):
             if j in layers:
-                assert joined == len(order), "every sender lies below the lowest receiver layer"
                 out[j] = torch.empty_like(x).index_copy_(0, torch.tensor(order, device=x.device), x)
             if j == spec.n_layers:
                 break
