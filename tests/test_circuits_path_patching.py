@@ -1,5 +1,7 @@
-"""locedit.circuits.path_patching: the engine path agrees with the plain full-forward reference (tiny Llama and
-GPT-2 models, SmolLM2 on IOI), computes only the last position from each sender's layer up, and refuses bad heads."""
+"""locedit.circuits.path_patching (and its fast pass, locedit.circuits.frozen_run): the fast path agrees with the
+plain full-forward reference for every receiver component (tiny Llama, GPT-2, Gemma 3, GPT-NeoX and GPT-J models,
+SmolLM2 on IOI), computes only the last position from each sender's layer up, treats k / v receivers per KV group,
+and refuses bad heads."""
 
 from __future__ import annotations
 
@@ -39,17 +41,47 @@ def tiny(request):
     return tiny_model(request.param)
 
 
-@pytest.mark.parametrize("receivers", ["logits", [(1, 2), (1, 0)]])
-def test_engine_matches_reference_on_tiny_models(tiny, receivers):
+@pytest.mark.parametrize(
+    ("receivers", "component"),
+    [("logits", "z"), ([(1, 2), (1, 0)], "z"), ([(1, 2), (1, 0)], "q"), ([(1, 3)], "k"), ([(1, 1), (1, 2)], "v")],
+)
+def test_engine_matches_reference_on_tiny_models(tiny, receivers, component):
     clean, corrupt, answers = _tiny_task()
-    fast = path_patching_logit_diffs(tiny, clean, corrupt, answers, receivers=receivers)
-    ref = path_patching_reference(tiny, clean, corrupt, answers, receivers=receivers)
+    fast = path_patching_logit_diffs(tiny, clean, corrupt, answers, receivers=receivers, component=component)
+    ref = path_patching_reference(tiny, clean, corrupt, answers, receivers=receivers, component=component)
     _agree(fast, ref)
     n_senders = 2 * tiny.spec.n_heads if receivers == "logits" else tiny.spec.n_heads
-    assert fast.patched.shape == (4, n_senders) and fast.patched.std() > 1e-3  # the senders do something
-    effects = path_patching(tiny, clean, corrupt, answers, receivers=receivers)
+    assert fast.patched.shape == (4, n_senders)
+    change = (ref.patched - ref.clean[:, None]).abs().max()  # the senders' paths do change the LD ...
+    assert change > 1e-5 and (fast.patched - ref.patched).abs().max() <= 0.01 * change  # ... and alike
+    effects = path_patching(tiny, clean, corrupt, answers, receivers=receivers, component=component)
     assert effects.shape == (2, tiny.spec.n_heads)
     assert effects[1].isnan().all() == (receivers != "logits")
+
+
+@pytest.mark.parametrize("family", ["gemma3_text", "gpt_neox", "gptj"])
+def test_other_families_match_reference(family):
+    """Gemma 3's four norms per block and post-norm after attention; GPT-NeoX's and GPT-J's parallel attention
+    and MLP (the MLP reads the block's input)."""
+    model = tiny_model(family)
+    clean, corrupt, answers = _tiny_task(seed=3)
+    for receivers, component in [("logits", "z"), ([(1, 0), (1, 3)], "z"), ([(1, 1)], "q"), ([(1, 2)], "v")]:
+        fast = path_patching_logit_diffs(model, clean, corrupt, answers, receivers=receivers, component=component)
+        _agree(fast, path_patching_reference(model, clean, corrupt, answers, receivers=receivers, component=component))
+
+
+def test_kv_receivers_are_per_kv_group():
+    """Tiny Llama: 4 query heads over 2 KV heads; heads 0 and 1 share one k, so receivers (1, 0) and (1, 1) are one
+    patch, and differ from (1, 2) (the other group)."""
+    model = tiny_model("llama")
+    clean, corrupt, answers = _tiny_task(seed=4)
+    one = path_patching_logit_diffs(model, clean, corrupt, answers, receivers=[(1, 0)], component="k")
+    both = path_patching_logit_diffs(model, clean, corrupt, answers, receivers=[(1, 0), (1, 1)], component="k")
+    other = path_patching_logit_diffs(model, clean, corrupt, answers, receivers=[(1, 2)], component="k")
+    assert torch.equal(one.patched, both.patched)
+    assert (one.patched - other.patched).abs().max() > 1e-4
+    ref = path_patching_reference(model, clean, corrupt, answers, receivers=[(1, 1), (1, 0)], component="k")
+    _agree(both, ref)
 
 
 def test_prompts_of_different_lengths_are_grouped(tiny):
@@ -68,48 +100,59 @@ def test_chunks_of_prompts_agree(tiny, monkeypatch):
     module = importlib.import_module("locedit.circuits.path_patching")  # the module, not the function
 
     clean, corrupt, answers = _tiny_task(n=3)
+    recv = [(1, 2)]
     whole = path_patching_logit_diffs(tiny, clean, corrupt, answers)
-    monkeypatch.setattr(module, "ROWS_PER_SWEEP", 2 * tiny.spec.n_heads)  # one prompt per sweep
-    _agree(path_patching_logit_diffs(tiny, clean, corrupt, answers), whole)
+    whole_q = path_patching_logit_diffs(tiny, clean, corrupt, answers, receivers=recv, component="q")
+    monkeypatch.setattr(module, "ROWS_PER_SWEEP", tiny.spec.n_heads)  # one prompt per engine sweep
+    monkeypatch.setattr(module, "PROMPTS_PER_RUN", 2)  # two recording runs
+    _agree(path_patching_logit_diffs(tiny, clean, corrupt, answers, rows_per_call=3), whole)  # one sender a call
+    _agree(path_patching_logit_diffs(tiny, clean, corrupt, answers, receivers=recv, component="q"), whole_q)
 
 
 def test_only_the_last_position_from_the_sender_layer_up(tiny):
-    """Every patched row joins at its sender's layer and runs one position (the last) with the clean run's prefix
-    keys and values: the decoder layers see [rows, 1, d] batches, layer j holding the rows whose sender is at or
-    below j."""
+    """To the logits, attention (its query projection) runs only in the two plain runs (clean, corrupted); every
+    patched row joins at its sender's layer and runs through the blocks as one vector per prompt (the prompts along
+    the sequence axis, the senders along the batch axis): layer 0 sees its 2 senders, layer 1 those 2 and its own."""
     clean, corrupt, answers = _tiny_task(n=3)
     senders = [(0, 0), (0, 2), (1, 1)]
-    calls: list[tuple[int, int, int]] = []
-    blocks = tiny.spec.blocks(tiny.hf)
+    calls: list[tuple[int, tuple[int, ...]]] = []
+    attends: list[int] = []
+    spec = tiny.spec
     handles = [
-        block.register_forward_pre_hook(
+        spec.block(tiny.hf, j).register_forward_pre_hook(
             lambda _m, args, kwargs, j=j: (
-                calls.append((j, *(args[0] if args else kwargs["hidden_states"]).shape[:2])) or None
+                calls.append((j, tuple((args[0] if args else kwargs["hidden_states"]).shape))) or None
             ),
             with_kwargs=True,
         )
-        for j, block in enumerate(blocks)
+        for j in range(spec.n_layers)
+    ] + [
+        spec.part(tiny.hf, "attn_q", j).register_forward_hook(lambda *_a, j=j: attends.append(j) or None)
+        for j in range(spec.n_layers)
     ]
     try:
         path_patching_logit_diffs(tiny, clean, corrupt, answers, senders=senders)
     finally:
         for h in handles:
             h.remove()
-    patched = [(j, rows) for j, rows, seq in calls if seq == 1]
-    assert patched == [(0, 3 * 2), (1, 3 * 3)]  # 3 prompts × (2 senders at layer 0; all 3 by layer 1)
-    assert all(seq == clean.shape[1] for _, _, seq in calls if seq != 1)  # plain runs: clean, corrupt, records
+    d = spec.d_model
+    assert attends == [0, 1, 0, 1]  # the clean and the corrupted plain runs
+    assert calls[:4] == [(0, (3, 6, d)), (1, (3, 6, d))] * 2
+    assert calls[4:] == [(0, (2, 3, d)), (1, (2, 3, d)), (1, (1, 3, d))]
 
 
 def test_smollm2_ioi_matches_reference(smollm2):
-    d = ioi(smollm2, n=3, seed=0, templates=ioi_templates[:1])  # one template: one length, one sweep
+    d = ioi(smollm2, n=3, seed=0, templates=ioi_templates[:2])  # two templates: two prompt lengths
     flipped = d.corrupted()
     senders = [(0, 0), (9, 3), (21, 8), (29, 4)]
     fast = path_patching_logit_diffs(smollm2, d, flipped, senders=senders)
     _agree(fast, path_patching_reference(smollm2, d, flipped, senders=senders))
     assert (fast.clean > 0).all() and (fast.corrupt < fast.clean).all()
     recv = [(25, 4), (27, 0)]
-    fast = path_patching_logit_diffs(smollm2, d, flipped, receivers=recv, senders=senders[1:3])
-    _agree(fast, path_patching_reference(smollm2, d, flipped, receivers=recv, senders=senders[1:3]))
+    for component in ("z", "q", "k", "v"):
+        fast = path_patching_logit_diffs(smollm2, d, flipped, receivers=recv, component=component, senders=senders[1:3])
+        ref = path_patching_reference(smollm2, d, flipped, receivers=recv, component=component, senders=senders[1:3])
+        _agree(fast, ref)
 
 
 def test_normalisation():
@@ -143,8 +186,10 @@ def test_bad_heads_and_receivers(tiny):
         path_patching(tiny, clean, corrupt, answers, receivers=[(0, 0)])
     with pytest.raises(TypeError, match=r"sender \(0, 1.5\): head must be an integer"):
         path_patching(tiny, clean, corrupt, answers, senders=[(0, 1.5)])
-    with pytest.raises(NotImplementedError, match="q / k / v receivers"):
-        path_patching(tiny, clean, corrupt, answers, receivers=[(1, 0)], component="k")
+    with pytest.raises(ValueError, match=r"unknown component 'attn': use 'z', 'q', 'k' or 'v'"):
+        path_patching(tiny, clean, corrupt, answers, receivers=[(1, 0)], component="attn")
+    with pytest.raises(ValueError, match=r"receiver \(0, 3\) is at layer 0, not above sender \(0, 1\)"):
+        path_patching(tiny, clean, corrupt, answers, receivers=[(0, 3)], component="k", senders=[(0, 1)])
     with pytest.raises(ValueError, match=r"prompt 1: the clean prompt is 6 tokens and the corrupted one 5"):
         path_patching(tiny, clean.tolist(), [corrupt[0].tolist(), corrupt[1, :5].tolist()], answers)
     with pytest.raises(ValueError, match=r"answers must be \[2, 2\]"):

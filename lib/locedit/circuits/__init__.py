@@ -8,9 +8,13 @@
 - :mod:`~locedit.circuits.tokens`: single-token vocabularies and token positions, shared by the two tasks;
 - :mod:`~locedit.circuits.attention`: every head's attention probabilities (rebuilt from the recorded queries and
   keys), and attention forced onto chosen positions at the last position (the paper's intervention);
-- :mod:`~locedit.circuits.inputs`: the checks of heads and prompts that the other modules share;
+- :mod:`~locedit.circuits.inputs`: the checks of heads and prompts that the other modules share, and clean /
+  corrupted prompt pairs grouped by length;
+- :mod:`~locedit.circuits.frozen_run`: the fast pass behind path patching: the sender-patched run with every other
+  head frozen, at the last position only, as MLP-only layers over all prompts × senders at once;
 - :mod:`~locedit.circuits.path_patching`: path patching from every attention head to the logits (or to other
-  heads' z) as the paper's code defines it, on the patching engine, with a plain full-forward reference. (The
+  heads' q, k, v or z) as the paper's code defines it, on that fast pass and the patching engine, with a plain
+  full-forward reference. (The
   package exports the *functions* ``path_patching``, ``ioi`` and ``colored_objects``; the modules of those names are
   ``importlib.import_module("locedit.circuits.path_patching")`` and so on.)
 """

@@ -1,9 +1,11 @@
-"""Checks of the circuit functions' inputs, in one place: attention heads as (layer, head) pairs, and prompts as
-token-id lists (from a task, strings, id lists or a [prompts, tokens] tensor)."""
+"""Checks of the circuit functions' inputs, in one place: attention heads as (layer, head) pairs, prompts as
+token-id lists (from a task, strings, id lists or a [prompts, tokens] tensor), and clean / corrupted prompt pairs
+with their answers, grouped by token length."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -77,3 +79,61 @@ def token_batch(model: Model, prompts: Any, what: str) -> torch.Tensor:
                 "(group them by length, as the tasks' prompts of one template are)"
             )
     return torch.tensor(ids, device=model.device)
+
+
+@dataclass(frozen=True)
+class PromptGroup:
+    """Prompts of one token length, as batch rows.
+
+    Attributes:
+        index: which of the caller's prompts they are [rows] (positions in the full list).
+        clean, corrupt: token ids [rows, length] on the model's device.
+        answers: [rows, 2] ids (correct, alternative), on the CPU.
+    """
+
+    index: list[int]
+    clean: torch.Tensor
+    corrupt: torch.Tensor
+    answers: torch.Tensor
+
+
+def prompt_pairs(model: Model, clean: Any, corrupt: Any, answers: Any, chunk: int) -> tuple[int, list[PromptGroup]]:
+    """The number of prompt pairs N and the pairs grouped by token length, at most ``chunk`` a group (no padding).
+
+    ``clean`` and ``corrupt`` as :func:`token_lists` takes them, pairwise of the same length; ``answers`` [N, 2]
+    (correct, alternative ids), default ``clean.answers``."""
+    clean_ids, corrupt_ids = token_lists(model, clean, "clean"), token_lists(model, corrupt, "corrupt")
+    if len(clean_ids) != len(corrupt_ids):
+        raise ValueError(f"{len(clean_ids)} clean prompts but {len(corrupt_ids)} corrupted ones: give one of each")
+    for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids, strict=True)):
+        if len(a) != len(b):
+            raise ValueError(
+                f"prompt {i}: the clean prompt is {len(a)} tokens and the corrupted one {len(b)}; path patching "
+                "needs them token-aligned (single-token names, objects and colours keep them so)"
+            )
+    if answers is None:
+        answers = getattr(clean, "answers", None)
+        if answers is None:
+            raise ValueError("give answers: [prompts, 2] token ids (correct, alternative)")
+    answers = torch.as_tensor(answers).long().cpu()
+    if answers.shape != (len(clean_ids), 2):
+        raise ValueError(
+            f"answers must be [{len(clean_ids)}, 2] (correct, alternative ids), got {tuple(answers.shape)}"
+        )
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(clean_ids):
+        by_length.setdefault(len(ids), []).append(i)
+    device = model.device
+    groups = []
+    for idx in by_length.values():
+        for lo in range(0, len(idx), chunk):
+            part = idx[lo : lo + chunk]
+            groups.append(
+                PromptGroup(
+                    part,
+                    torch.tensor([clean_ids[i] for i in part], device=device),
+                    torch.tensor([corrupt_ids[i] for i in part], device=device),
+                    answers[part],
+                )
+            )
+    return len(clean_ids), groups

@@ -10,8 +10,16 @@ For each **sender** head (l, h) and each prompt:
 
    - ``receivers="logits"``: the residual stream at the end, i.e. the logits of run 2 (patching the final residual
      of run 2 into a clean run gives run 2's logits);
-   - ``receivers=[(layer, head), ...]`` with ``component="z"``: those heads' z at the last position, recorded in
-     run 2 *before* their own freeze (as the paper's hooks do), then patched into a fresh clean run of x.
+   - ``receivers=[(layer, head), ...]`` with ``component="z"``, ``"q"``, ``"k"`` or ``"v"``: that component of
+     those heads at the last position, recorded in run 2 (z before the head's own freeze, as the paper's hooks
+     do), then patched, all receivers together, into a fresh clean run of x (run 3), whose logits give the score.
+     q, k and v are the hooks' sites of those names (:data:`locedit.arch.SITES`): the projections' outputs, before
+     any query / key norm and rotary embedding, in run 2 and run 3 alike (the model applies those after the patch).
+
+**Grouped-query attention.** Keys and values belong to KV groups, not to query heads (SmolLM2: 9 query heads over 3
+KV heads, so heads 0-2 share one k and one v). A ``k`` or ``v`` receiver given as (layer, head) means the KV group
+of that query head, ``head // (n_heads // n_kv_heads)``; receivers that name the same group are patched once. (A
+``q`` or ``z`` receiver is the query head itself.)
 
 The score of a sender is the paper's normalised logit difference
 
@@ -23,38 +31,49 @@ the other way (its clean path works against the answer, as a negative name mover
 ratio over batches of 25 prompts, ``norm_batches=25``, and plots −100 × effect.) Heads that are not senders are NaN
 (the paper's code leaves them at 0: heads at or above a receiver's layer cannot reach it).
 
-Speed. A patch at the last position cannot change any earlier position, nor anything below the sender's layer, so
-:func:`path_patching` runs on the patching engine (:func:`locedit.patching.sweep`): one row per prompt × sender, each
-starting at its sender's layer from the clean run's stored residual stream, computing the last position only with
-the clean run's keys and values of the earlier positions. :func:`path_patching_reference` is the plain version
-(ordinary full forward passes under :func:`locedit.hooks.patch`, every head frozen at every layer, one sender at a
-time, all prompts as batch rows) that the tests compare it with.
+Speed. A patch at the last position cannot change any earlier position, nor anything below the sender's layer, and
+with every other head frozen the attention output above the sender's layer is the clean run's: run 2 is an MLP-only
+pass over the last position of every prompt × sender row at once (:mod:`locedit.circuits.frozen_run`), read out at
+the logits through the two answer rows of the unembedding. Run 2 of ``z`` receivers (which need the receiver's
+attention over the earlier positions) and run 3 run on the patching engine (:func:`locedit.patching.sweep`), from
+the receiver's layer up at the last position only, with the clean run's keys and values of the earlier positions.
+:func:`path_patching_reference` is the plain version (ordinary full forward passes under
+:func:`locedit.hooks.patch`, every head frozen at every layer, one sender at a time, all prompts as batch rows) that
+the tests compare it with.
 
-Receivers ``q``, ``k`` and ``v`` (the paper's other components) need sites for the attention projections' outputs,
-which :data:`locedit.arch.SITES` does not have yet; with grouped-query attention (SmolLM2: 9 query heads over 3 KV
-heads) ``k`` and ``v`` receivers would be per KV group, shared by 3 query heads, not per head.
-
-Prompts of different token lengths are grouped by length, and each group is one sweep (or several, of at most
-~4096 patched rows each); no padding anywhere.
+Prompts of different token lengths need no padding: the fast pass reads the last position of each, and the plain
+runs and the engine's sweeps take one length at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from locedit._checks import integer
-from locedit.hooks import Intervention, Site, patch, run_with
+from locedit.circuits.frozen_run import (
+    answer_diff,
+    answer_logit_diffs,
+    frozen_residuals,
+    plain_run,
+    projections,
+    record_last_position,
+)
+from locedit.circuits.inputs import PromptGroup, check_head, prompt_pairs
+from locedit.hooks import Intervention, Site, patch
 from locedit.models import Model
 from locedit.patching import Patch, as_dtype, sweep
 
 Head = tuple[int, int]
-#: Patched rows (prompts × senders) per sweep at most: the engine holds every patch's compiled values at once.
+#: Patched rows (prompts × senders) per engine sweep at most: the engine holds every patch's compiled values at once.
 ROWS_PER_SWEEP = 4096
+#: Prompts per plain recording run (the fast pass records the residual stream and z of every layer).
+PROMPTS_PER_RUN = 64
 Receivers = Literal["logits"] | Sequence[Head]
+COMPONENTS = ("z", "q", "k", "v")
 
 
 @dataclass(frozen=True)
@@ -95,134 +114,45 @@ class PathLogitDiffs:
 # --- input checks ------------------------------------------------------------------------------------------------
 
 
-def _head(model: Model, head: Any, what: str) -> Head:
-    spec = model.spec
-    if not (isinstance(head, Sequence) and len(head) == 2) or isinstance(head, str):
-        raise TypeError(f"{what} {head!r}: give a head as a (layer, head) pair, e.g. (9, 3)")
-    layer, h = head
-    try:
-        layer = integer(layer, f"{what} {tuple(head)}: layer", minimum=0, maximum=spec.n_layers - 1)
-        h = integer(h, f"{what} {tuple(head)}: head", minimum=0, maximum=spec.n_heads - 1)
-    except ValueError as err:
-        raise ValueError(
-            f"{err} (this model has layers 0..{spec.n_layers - 1} and heads 0..{spec.n_heads - 1})"
-        ) from None
-    return layer, h
-
-
 def _plan(model: Model, receivers: Receivers, component: str, senders: Sequence[Head] | None):
-    """Checked receivers (``None`` for the logits) and senders."""
+    """Checked receivers as sites of ``component``: (layer, head) for q and z, (layer, KV group) for k and v,
+    deduplicated (``None`` for the logits); and checked senders."""
     spec = model.spec
-    if component in ("q", "k", "v"):
-        raise NotImplementedError(
-            f"component {component!r}: q / k / v receivers need sites for the attention projections' outputs, which "
-            "locedit.arch.SITES does not have yet; use component='z' (or receivers='logits')"
-        )
-    if component != "z":
-        raise ValueError(f"unknown component {component!r}: use 'z' ('q', 'k' and 'v' are not supported yet)")
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown component {component!r}: use 'z', 'q', 'k' or 'v'")
     if isinstance(receivers, str):
         if receivers != "logits":
             raise ValueError(f"receivers must be 'logits' or a list of (layer, head) pairs, not {receivers!r}")
-        recv = None
-        top = spec.n_layers
+        recv, heads, top = None, [], spec.n_layers
     else:
-        recv = [_head(model, r, "receiver") for r in receivers]
-        if not recv:
+        heads = [check_head(model, r, "receiver") for r in receivers]
+        if not heads:
             raise ValueError("no receivers given: pass 'logits' or a non-empty list of (layer, head) pairs")
-        if len(set(recv)) != len(recv):
-            raise ValueError(f"receivers repeat a head: {recv}")
-        top = min(layer for layer, _ in recv)
+        if len(set(heads)) != len(heads):
+            raise ValueError(f"receivers repeat a head: {heads}")
+        group = spec.n_heads // spec.n_kv_heads if component in ("k", "v") else 1
+        recv = list(dict.fromkeys((layer, h // group) for layer, h in heads))
+        top = min(layer for layer, _ in heads)
     if senders is None:
         send = [(layer, h) for layer in range(top) for h in range(spec.n_heads)]
     else:
-        send = [_head(model, s, "sender") for s in senders]
+        send = [check_head(model, s, "sender") for s in senders]
         if len(set(send)) != len(send):
             raise ValueError(f"senders repeat a head: {send}")
         for s in send:
-            if recv is not None:
-                for r in recv:
-                    if r[0] <= s[0]:
-                        raise ValueError(
-                            f"receiver {r} is at layer {r[0]}, not above sender {s} (layer {s[0]}): a sender reaches "
-                            f"only heads of later layers; give senders below layer {top}, or leave senders=None "
-                            "(every head below the lowest receiver)"
-                        )
+            for r in heads:
+                if r[0] <= s[0]:
+                    raise ValueError(
+                        f"receiver {r} is at layer {r[0]}, not above sender {s} (layer {s[0]}): a sender reaches "
+                        f"only heads of later layers; give senders below layer {top}, or leave senders=None "
+                        "(every head below the lowest receiver)"
+                    )
     if not send:
         raise ValueError(f"no senders: the lowest receiver is at layer {top}, so no head lies below it")
     return recv, send
 
 
-def _token_lists(model: Model, prompts: Any, what: str) -> list[list[int]]:
-    """Token ids of each prompt: from a task (its ``tokens``), strings, id lists or a 2-D tensor."""
-    if hasattr(prompts, "tokens") and not isinstance(prompts, torch.Tensor):
-        return [list(t) for t in prompts.tokens]
-    if isinstance(prompts, torch.Tensor):
-        if prompts.dim() != 2:
-            raise ValueError(f"{what}: a tensor of token ids must be [prompts, tokens], got {tuple(prompts.shape)}")
-        return prompts.tolist()
-    if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not len(prompts):
-        raise TypeError(f"{what}: give a task (ioi(...), colored_objects(...)), a list of prompts or of token-id lists")
-    out = []
-    for i, p in enumerate(prompts):
-        if isinstance(p, str):
-            if model.tokenizer is None:
-                raise ValueError(f"{what}: model {model.name!r} has no tokenizer: give token ids")
-            out.append(list(model.tokenizer(p)["input_ids"]))
-        else:
-            out.append([int(t) for t in p])
-        if not out[-1]:
-            raise ValueError(f"{what} {i} is empty")
-    return out
-
-
-def _inputs(model: Model, clean: Any, corrupt: Any, answers: Any, chunk: int):
-    """The number of prompts N, and the prompts grouped by token length, at most ``chunk`` a group: [(length,
-    indices, clean ids [rows, length], corrupted ids [rows, length] (on the model's device), answers [rows, 2])]."""
-    clean_ids, corrupt_ids = _token_lists(model, clean, "clean"), _token_lists(model, corrupt, "corrupt")
-    if len(clean_ids) != len(corrupt_ids):
-        raise ValueError(f"{len(clean_ids)} clean prompts but {len(corrupt_ids)} corrupted ones: give one of each")
-    for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids, strict=True)):
-        if len(a) != len(b):
-            raise ValueError(
-                f"prompt {i}: the clean prompt is {len(a)} tokens and the corrupted one {len(b)}; path patching "
-                "needs them token-aligned (single-token names, objects and colours keep them so)"
-            )
-    if answers is None:
-        answers = getattr(clean, "answers", None)
-        if answers is None:
-            raise ValueError("give answers: [prompts, 2] token ids (correct, alternative)")
-    answers = torch.as_tensor(answers).long().cpu()
-    if answers.shape != (len(clean_ids), 2):
-        raise ValueError(
-            f"answers must be [{len(clean_ids)}, 2] (correct, alternative ids), got {tuple(answers.shape)}"
-        )
-    by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(clean_ids):
-        by_length.setdefault(len(ids), []).append(i)
-    groups = [(length, idx[lo : lo + chunk]) for length, idx in by_length.items() for lo in range(0, len(idx), chunk)]
-    device = model.device
-    return len(clean_ids), [
-        (
-            length,
-            idx,
-            torch.tensor([clean_ids[i] for i in idx], device=device),
-            torch.tensor([corrupt_ids[i] for i in idx], device=device),
-            answers[idx],
-        )
-        for length, idx in groups
-    ]
-
-
-def _ld_metric(answers: torch.Tensor):
-    def metric(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        a = answers[rows].to(logits.device)
-        picked = logits[:, -1].gather(-1, a)
-        return picked[:, 0] - picked[:, 1]
-
-    return metric
-
-
-def _recorder(store: dict, key):
+def _recorder(store: dict, key) -> Callable[[torch.Tensor], torch.Tensor]:
     """A callable intervention value that keeps a copy of what it sees in ``store[key]`` and changes nothing."""
 
     def fn(current: torch.Tensor) -> torch.Tensor:
@@ -232,13 +162,59 @@ def _recorder(store: dict, key):
     return fn
 
 
-def _run(run: Model, ids: torch.Tensor, answers: torch.Tensor, layers) -> tuple[torch.Tensor, dict]:
-    """One plain forward pass: the LD of each row [rows] and z at ``layers`` ({"z.l": [rows, seq, heads, d_head]})."""
-    logits, z = run_with(run, {"input_ids": ids}, record=[Site("z", layer) for layer in layers], logits_to_keep=1)
-    return _ld_metric(answers)(logits.float(), torch.arange(len(ids))).cpu(), z
+def _at_receivers(component: str, recv: Sequence[Head], values: Sequence[Any], last: list[int]) -> list[Intervention]:
+    """Replace ``component`` of each receiver site (layer, head or KV group) at the last position by
+    ``values[r]`` (a tensor [head_dim], or a :func:`_recorder` that only reads it)."""
+    return [
+        Intervention(f"{component}.{layer}", "replace", value, positions=last, index=[i])
+        for (layer, i), value in zip(recv, values, strict=True)
+    ]
 
 
 # --- the fast path -----------------------------------------------------------------------------------------------
+
+
+def _engine_prompts(groups: list[PromptGroup], n_senders: int) -> list[PromptGroup]:
+    """The groups cut so that one engine sweep holds at most :data:`ROWS_PER_SWEEP` prompts × senders rows."""
+    chunk = max(1, ROWS_PER_SWEEP // n_senders)
+    return [
+        PromptGroup(
+            g.index[lo : lo + chunk], g.clean[lo : lo + chunk], g.corrupt[lo : lo + chunk], g.answers[lo : lo + chunk]
+        )
+        for g in groups
+        for lo in range(0, len(g.index), chunk)
+    ]
+
+
+def _z_values(run, groups, recv, resid, n_send, method, batch_size) -> list[torch.Tensor]:
+    """Run 2 of ``z`` receivers on the engine: each receiver's z at the last position when its layer's input there
+    is the frozen run's residual stream ``resid[layer]`` [senders, prompts, d_model]; [senders, prompts, head_dim]
+    per receiver."""
+    n_prompts = next(iter(resid.values())).shape[1]
+    values = [torch.empty(n_send, n_prompts, run.spec.head_dim, dtype=run.dtype) for _ in recv]
+    for layer in sorted({layer for layer, _ in recv}):
+        at = [r for r, (rl, _) in enumerate(recv) if rl == layer]
+        for g in groups:
+            last = [g.clean.shape[1] - 1]
+            store: dict = {}
+            patches = [
+                Patch(
+                    [
+                        Intervention(f"resid_pre.{layer}", "replace", resid[layer][s, p], positions=last),
+                        *_at_receivers("z", [recv[r] for r in at], [_recorder(store, (s, p, r)) for r in at], last),
+                    ],
+                    row=b,
+                )
+                for b, p in enumerate(g.index)
+                for s in range(n_send)
+            ]
+            sweep(run, {"input_ids": g.clean}, patches, lambda logits: logits[:, 0, :1], method=method,
+                  batch_size=batch_size, skip_noops=False)  # fmt: skip
+            for r in at:
+                for p in g.index:
+                    for s in range(n_send):
+                        values[r][s, p] = store[(s, p, r)].reshape(-1).cpu()
+    return values
 
 
 def path_patching_logit_diffs(
@@ -253,90 +229,10 @@ def path_patching_logit_diffs(
     dtype: torch.dtype | None = None,
     method: Literal["incremental", "cached", "full"] = "incremental",
     batch_size: int | None = None,
+    rows_per_call: int = 4096,
 ) -> PathLogitDiffs:
-    """The logit differences behind :func:`path_patching` (same arguments): per prompt and sender, plus the clean
-    and corrupted runs'."""
-    run = as_dtype(model, dtype)
-    recv, send = _plan(run, receivers, component, senders)
-    chunk = max(1, ROWS_PER_SWEEP // len(send))
-    n, groups = _inputs(run, clean, corrupt, answers, chunk)
-    n_layers = run.spec.n_layers
-    patched = torch.empty(n, len(send))
-    ld_clean, ld_corrupt = torch.empty(n), torch.empty(n)
-    for length, idx, x, x_bar, ans in groups:
-        metric = _ld_metric(ans)
-        last = [length - 1]
-        top = n_layers if recv is None else max(layer for layer, _ in recv) + 1  # layers that matter for the receivers
-        sender_layers = sorted({layer for layer, _ in send})
-        ld_clean[idx], clean_z = _run(run, x, ans, range(top))
-        ld_corrupt[idx], corrupt_z = _run(run, x_bar, ans, sender_layers)
-        freeze = {
-            layer: Intervention(f"z.{layer}", "replace", clean_z[f"z.{layer}"], positions=last) for layer in range(top)
-        }
-        sender_iv = {
-            (layer, h): Intervention(f"z.{layer}", "replace", corrupt_z[f"z.{layer}"], positions=last, index=[h])
-            for layer, h in send
-        }
-        rows = range(len(idx))
-        if recv is None:
-            patches = [
-                Patch([sender_iv[s], *(freeze[layer] for layer in range(s[0] + 1, top))], row=b)
-                for b in rows
-                for s in send
-            ]
-            out = sweep(run, {"input_ids": x}, patches, metric, method=method, batch_size=batch_size)
-        else:
-            # run 2: record each receiver's z (before its own freeze) in the sender-patched run
-            store: dict[tuple[int, int], torch.Tensor] = {}
-            patches, k = [], 0
-            for b in rows:
-                for s in send:
-                    ivs = [sender_iv[s]]
-                    for layer in range(s[0] + 1, top):
-                        for r, (rl, rh) in enumerate(recv):
-                            if rl == layer:
-                                ivs.append(
-                                    Intervention(
-                                        f"z.{rl}", "replace", _recorder(store, (k, r)), positions=last, index=[rh]
-                                    )
-                                )
-                        ivs.append(freeze[layer])
-                    patches.append(Patch(ivs, row=b))
-                    k += 1
-            sweep(run, {"input_ids": x}, patches, lambda logits: logits[:, 0, :1], method=method, batch_size=batch_size)
-            # run 3: those receiver values patched into a clean run
-            patches = [
-                Patch(
-                    [
-                        Intervention(
-                            f"z.{rl}", "replace", store[(k, r)].reshape(1, 1, 1, -1), positions=last, index=[rh]
-                        )
-                        for r, (rl, rh) in enumerate(recv)
-                    ],
-                    row=k // len(send),
-                )
-                for k in range(len(idx) * len(send))
-            ]
-            out = sweep(run, {"input_ids": x}, patches, metric, method=method, batch_size=batch_size)
-        patched[idx] = out.reshape(len(idx), len(send))
-    return PathLogitDiffs(patched, ld_clean, ld_corrupt, tuple(send), (n_layers, run.spec.n_heads))
-
-
-def path_patching(
-    model: Model,
-    clean: Any,
-    corrupt: Any,
-    answers: Any = None,
-    *,
-    receivers: Receivers = "logits",
-    component: str = "z",
-    senders: Sequence[Head] | None = None,
-    dtype: torch.dtype | None = None,
-    method: Literal["incremental", "cached", "full"] = "incremental",
-    batch_size: int | None = None,
-    norm_batches: int | None = None,
-) -> torch.Tensor:
-    """Path patching of every sender head to ``receivers``: the effect of each, [n_layers, n_heads] (float32).
+    """The logit differences behind :func:`path_patching`: per prompt and sender, plus the clean and corrupted
+    runs'.
 
     Args:
         model: the model.
@@ -345,20 +241,57 @@ def path_patching(
             of token-id lists or [prompts, tokens] tensors.
         answers: [prompts, 2] ids (correct, alternative); default ``clean.answers``.
         receivers: ``"logits"`` (the sender's effect through the residual stream to the end) or a list of
-            (layer, head) whose ``component`` reads the sender's change.
-        component: ``"z"`` (``"q"``, ``"k"``, ``"v"``: not supported yet).
+            (layer, head) whose ``component`` reads the sender's change (all patched together in run 3).
+        component: ``"z"``, ``"q"``, ``"k"`` or ``"v"`` of the receivers (``k``, ``v``: per KV group, see the module
+            docstring).
         senders: (layer, head) pairs (default: every head below the lowest receiver; all heads for the logits).
-        dtype, method, batch_size: as :func:`locedit.patching.sweep` (``method="full"``: the engine's own plain rows).
-        norm_batches: ``None``: one ratio over all prompts; ``25``: the paper's per-batch ratios, averaged.
+        dtype: run in this dtype (``torch.bfloat16``: a cached copy of the model).
+        method, batch_size: the engine's, for the runs on it (:func:`locedit.patching.sweep`; receivers other than
+            the logits).
+        rows_per_call: prompts × senders rows per decoder-block call of the fast pass (bounds its memory).
+    """
+    run = as_dtype(model, dtype)
+    recv, send = _plan(run, receivers, component, senders)
+    n, groups = prompt_pairs(run, clean, corrupt, answers, PROMPTS_PER_RUN)
+    rec = record_last_position(run, n, groups, sorted({layer for layer, _ in send}))
+    n_layers = run.spec.n_layers
+    if recv is None:
+        final = frozen_residuals(run, rec, send, [n_layers], rows_per_call)[n_layers]
+        patched = answer_logit_diffs(run, final, rec.answers)
+    else:
+        resid = frozen_residuals(run, rec, send, sorted({layer for layer, _ in recv}), rows_per_call)
+        engine_groups = _engine_prompts(groups, len(send))
+        if component == "z":
+            values = _z_values(run, engine_groups, recv, resid, len(send), method, batch_size)
+        else:
+            values = [projections(run, component, layer, resid[layer])[..., i, :].cpu() for layer, i in recv]
+        patched = torch.empty(n, len(send))
+        for g in engine_groups:
+            last = [g.clean.shape[1] - 1]
+            patches = [
+                Patch(_at_receivers(component, recv, [v[s, p] for v in values], last), row=b)
+                for b, p in enumerate(g.index)
+                for s in range(len(send))
+            ]
+            metric = lambda logits, rows, a=g.answers: answer_diff(logits, a[rows])  # noqa: E731
+            out = sweep(run, {"input_ids": g.clean}, patches, metric, method=method, batch_size=batch_size)
+            patched[g.index] = out.reshape(len(g.index), len(send))
+    return PathLogitDiffs(patched, rec.ld_clean, rec.ld_corrupt, tuple(send), (n_layers, run.spec.n_heads))
+
+
+def path_patching(
+    model: Model, clean: Any, corrupt: Any, answers: Any = None, *, norm_batches: int | None = None, **options: Any
+) -> torch.Tensor:
+    """Path patching of every sender head to the receivers: the effect of each, [n_layers, n_heads] (float32).
+
+    ``options`` are those of :func:`path_patching_logit_diffs` (``receivers="logits"``, ``component="z"``,
+    ``senders=None``, ``dtype=None``, ``method``, ``batch_size``, ``rows_per_call``); ``norm_batches``: ``None``
+    for one ratio over all prompts, ``25`` for the paper's per-batch ratios, averaged.
 
     Returns: ``(LD_patched − LD_clean) / (LD_corrupt − LD_clean)`` per sender (see the module docstring); NaN for
     heads that are not senders.
     """
-    lds = path_patching_logit_diffs(
-        model, clean, corrupt, answers, receivers=receivers, component=component, senders=senders, dtype=dtype,
-        method=method, batch_size=batch_size,
-    )  # fmt: skip
-    return lds.effects(norm_batches)
+    return path_patching_logit_diffs(model, clean, corrupt, answers, **options).effects(norm_batches)
 
 
 # --- the reference -----------------------------------------------------------------------------------------------
@@ -380,35 +313,31 @@ def path_patching_reference(
     every layer (below the sender too) and nothing skipped. Slow; for tests and benchmarks."""
     run = as_dtype(model, dtype)
     recv, send = _plan(run, receivers, component, senders)
-    n, groups = _inputs(run, clean, corrupt, answers, 256)
+    n, groups = prompt_pairs(run, clean, corrupt, answers, 256)
     n_layers, n_heads = run.spec.n_layers, run.spec.n_heads
+    z_sites = [Site("z", layer) for layer in range(n_layers)]
     patched = torch.empty(n, len(send))
     ld_clean, ld_corrupt = torch.empty(n), torch.empty(n)
-    for length, idx, x, x_bar, ans in groups:
-        ld_clean[idx], clean_z = _run(run, x, ans, range(n_layers))
-        ld_corrupt[idx], corrupt_z = _run(run, x_bar, ans, range(n_layers))
-        last = [length - 1]
+    for g in groups:
+        ld_clean[g.index], clean_z = plain_run(run, g.clean, g.answers, z_sites)
+        ld_corrupt[g.index], corrupt_z = plain_run(run, g.corrupt, g.answers, z_sites)
+        last = [g.clean.shape[1] - 1]
         for j, (sl, sh) in enumerate(send):
             store: dict[int, torch.Tensor] = {}
-            ivs = []
+            ivs = (
+                []
+                if recv is None
+                else _at_receivers(component, recv, [_recorder(store, r) for r in range(len(recv))], last)
+            )
             for layer in range(n_layers):
-                if recv is not None:
-                    for r, (rl, rh) in enumerate(recv):
-                        if rl == layer:
-                            ivs.append(
-                                Intervention(f"z.{rl}", "replace", _recorder(store, r), positions=last, index=[rh])
-                            )
                 others = [h for h in range(n_heads) if (layer, h) != (sl, sh)]
                 ivs.append(Intervention(f"z.{layer}", "replace", clean_z[f"z.{layer}"], positions=last, index=others))
             ivs.append(Intervention(f"z.{sl}", "replace", corrupt_z[f"z.{sl}"], positions=last, index=[sh]))
             with torch.no_grad(), patch(run, ivs):
-                logits = run.hf(input_ids=x, logits_to_keep=1).logits.float()
+                logits = run.hf(input_ids=g.clean, logits_to_keep=1).logits
             if recv is not None:
-                back = [
-                    Intervention(f"z.{rl}", "replace", store[r], positions=last, index=[rh])
-                    for r, (rl, rh) in enumerate(recv)
-                ]
+                back = _at_receivers(component, recv, [store[r] for r in range(len(recv))], last)
                 with torch.no_grad(), patch(run, back):
-                    logits = run.hf(input_ids=x, logits_to_keep=1).logits.float()
-            patched[idx, j] = _ld_metric(ans)(logits, torch.arange(len(idx))).cpu()
+                    logits = run.hf(input_ids=g.clean, logits_to_keep=1).logits
+            patched[g.index, j] = answer_diff(logits, g.answers).cpu()
     return PathLogitDiffs(patched, ld_clean, ld_corrupt, tuple(send), (n_layers, n_heads))
