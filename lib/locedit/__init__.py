@@ -29,7 +29,8 @@ Methods (may import the foundations and the methods listed):
                   stats (key statistics), values (ROME/MEMIT value optimisation), rome, memit, ft
                                                                                    (tracing, tokens)
     evaluation    CounterFact metrics                                                   (editing.edit, data)
-    circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching
+    circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching,
+                  heads (top-k% circuits, overlap vs random, Spearman), intervention (attention steering)
                                                                                                      (patching)
     data/         the book's facts, relation templates, CounterFact / known_1000 loaders
     results       the chapters' results files (strict JSON), claims with their criteria, verdicts    (files)
