@@ -129,3 +129,30 @@ def test_attention_signatures():
         attention_to(p, torch.tensor([4, 0]), torch.tensor([0, 0]))
     with pytest.raises(ValueError, match=r"\[batch, layers, heads, seq, seq\]"):
         previous_token_score(torch.zeros(3, 3))
+
+
+def test_stagewise_null_respects_what_each_stage_could_choose():
+    from locedit.circuits.heads import stagewise_overlap_test
+
+    low = [(layer, h) for layer in range(2) for h in range(4)]  # 8 heads a late stage could choose
+    every = [(layer, h) for layer in range(10) for h in range(4)]  # 40 heads
+    a = [(0, 0), (0, 1), (1, 0)]
+    b = [(0, 0), (0, 1), (1, 0), (9, 3)]
+    strict = stagewise_overlap_test(a, [every, low], [1, 3], b, n_permutations=4000, seed=0)
+    loose = overlap_test(a, b, n_total=40, n_permutations=4000, seed=0)
+    assert strict.observed == loose.observed == 3
+    # 3 heads from 8, 3 of which are in A: the mean overlap is 3 * 3 / 8 (+ a little from the first stage)
+    assert strict.expected == pytest.approx(9 / 8 + 3 / 40, abs=0.06)
+    assert strict.expected > loose.expected and strict.p_permutation > 10 * loose.p_hypergeometric
+    assert math.isnan(strict.p_hypergeometric)
+    with pytest.raises(ValueError, match="only 8 are eligible"):
+        stagewise_overlap_test(a, [low], [9], b)
+    with pytest.raises(ValueError, match="one size per stage"):
+        stagewise_overlap_test(a, [low], [1, 2], b)
+
+
+def test_stagewise_null_with_an_empty_stage():
+    from locedit.circuits.heads import stagewise_overlap_test
+
+    t = stagewise_overlap_test([(0, 0)], [[(0, 0), (0, 1)], []], [1, 0], [(0, 0)], n_permutations=1000, seed=0)
+    assert t.expected == pytest.approx(0.5, abs=0.05) and t.observed == 1

@@ -33,6 +33,7 @@ from locedit.circuits.heads import (
     overlap_test,
     previous_token_score,
     spearman,
+    stagewise_overlap_test,
     top_heads,
 )
 from locedit.circuits.intervention import (
@@ -80,6 +81,7 @@ __all__ = [
     "path_patching_reference",
     "previous_token_score",
     "spearman",
+    "stagewise_overlap_test",
     "steered_logits",
     "steering_outcome",
     "top_heads",

@@ -3,7 +3,8 @@
 - Circuits: :func:`top_heads` (the top ``fraction`` of all heads by a stage's path-patching effect: the paper's
   2%), :func:`heads_per_stage` (how many that is), :func:`circuit` (the union over stages).
 - Overlap of two circuits against random head sets of the same sizes: :func:`overlap_test` (a seeded permutation
-  p-value and the exact hypergeometric tail, :func:`hypergeometric_tail`).
+  p-value and the exact hypergeometric tail, :func:`hypergeometric_tail`), and :func:`stagewise_overlap_test`
+  (random circuits drawn stage by stage from the heads each stage could choose).
 - Rank statistics: :func:`average_ranks` (ties share their mean rank) and :func:`spearman` (Spearman's rho with ties:
   Pearson's correlation of the average ranks); :func:`binomial_tail` for accuracies against chance.
 - Attention signatures of head classes, from :func:`locedit.circuits.attention.attention_patterns`:
@@ -154,6 +155,56 @@ def overlap_test(
         null=null,
         p_permutation=float((1 + (null >= observed).sum()) / (1 + n_permutations)),
         p_hypergeometric=hypergeometric_tail(observed, n_total, len(a), len(b)),
+    )
+
+
+def stagewise_overlap_test(
+    a: Iterable[Head],
+    eligible: Sequence[Sequence[Head]],
+    sizes: Sequence[int],
+    observed_b: Iterable[Head],
+    n_permutations: int = 10_000,
+    seed: int = 0,
+) -> OverlapTest:
+    """A stricter null for the overlap of circuit ``a`` with a circuit B built stage by stage: each random B takes,
+    for every stage s, ``sizes[s]`` heads drawn uniformly from ``eligible[s]`` (the heads that stage could choose,
+    e.g. the senders below its receivers: those with a finite effect), and is the union over stages.
+
+    Path patching to a receiver only measures heads below it, so later stages pick from low layers; a uniform draw
+    over all heads ignores that and can overstate the significance of an overlap. ``expected`` is the null's mean and
+    ``p_hypergeometric`` is NaN (no closed form); ``size_b`` is ``|observed_b|``.
+    """
+    a = {tuple(h) for h in a}
+    b = {tuple(h) for h in observed_b}
+    pools = [sorted({tuple(h) for h in pool}) for pool in eligible]
+    if len(pools) != len(sizes) or not pools:
+        raise ValueError(f"give one size per stage: {len(pools)} eligible sets but {len(sizes)} sizes")
+    for s, (pool, size) in enumerate(zip(pools, sizes, strict=True)):
+        if integer(size, f"sizes[{s}]", minimum=0) > len(pool):
+            raise ValueError(f"stage {s}: {size} heads asked for but only {len(pool)} are eligible")
+    n_permutations = integer(n_permutations, "n_permutations", minimum=1)
+    rng = np.random.default_rng(integer(seed, "seed", minimum=0))
+    index = {h: i for i, h in enumerate(sorted(set().union(*map(set, pools))))}
+    in_a = [np.array([h in a for h in pool], dtype=bool) for pool in pools]
+    ids = [np.array([index[h] for h in pool], dtype=int) for pool in pools]
+    null = np.empty(n_permutations, dtype=int)
+    for i in range(n_permutations):
+        chosen = set()
+        for pool_a, pool_ids, size in zip(in_a, ids, sizes, strict=True):
+            pick = rng.choice(len(pool_ids), size, replace=False)
+            chosen.update(pool_ids[pick][pool_a[pick]].tolist())
+        null[i] = len(chosen)
+    observed = len(a & b)
+    n_total = len(set(index) | a)
+    return OverlapTest(
+        observed=observed,
+        size_a=len(a),
+        size_b=len(b),
+        n_total=n_total,
+        expected=float(null.mean()),
+        null=null,
+        p_permutation=float((1 + (null >= observed).sum()) / (1 + n_permutations)),
+        p_hypergeometric=float("nan"),
     )
 
 
