@@ -159,3 +159,33 @@ def test_specialisation_figure():
     buttons = fig.layout.updatemenus[0].buttons
     assert [b.label for b in buttons] == [d.variant for d in decs]
     assert buttons[1].args[0]["visible"] == [False, False, True, True]
+
+
+def test_attention_figures():
+    from locedit.viz import attention_matrices_figure, attention_rows_figure
+
+    rows = np.array([[0.1, 0.9, 0.0], [0.5, 0.25, 0.25]])
+    fig = attention_rows_figure(rows, ["a", " b", " c"], [(3, 1), (4, 0)], title="movers", marks={1: "IO"})
+    assert np.allclose(fig.data[0].z, rows) and list(fig.layout.yaxis.ticktext) == ["3.1", "4.0"]
+    assert list(fig.layout.xaxis.ticktext)[1] == "1 ␣b (IO)"
+    with pytest.raises(ValueError, match=r"rows must be \[len\(heads\)=1"):
+        attention_rows_figure(rows, ["a", "b", "c"], [(3, 1)])
+    pats = np.tile(np.eye(3), (2, 1, 1))
+    fig = attention_matrices_figure(pats, ["a", "b", "c"], [(1, 2), (2, 0)], title="duplicate")
+    assert len(fig.data) == 2 and fig.layout.annotations[1].text == "head 2.0"
+    with pytest.raises(ValueError, match="1 to 3 heads"):
+        attention_matrices_figure(np.tile(np.eye(3), (4, 1, 1)), ["a", "b", "c"], [(0, 0)] * 4)
+
+
+def test_overlap_figures():
+    from locedit.viz import overlap_figure, overlap_sweep_figure
+
+    fig = overlap_figure(np.array([0, 1, 1, 2, 1, 0]), observed=5, expected=0.8, title="IOI vs Colored Objects")
+    assert list(fig.data[0].x) == [0, 1, 2, 3, 4, 5] and fig.data[0].y[1] == pytest.approx(0.5)
+    assert {s.x0 for s in fig.layout.shapes} == {5, 0.8}
+    with pytest.raises(ValueError, match="null is empty"):
+        overlap_figure(np.array([]), 1, 1.0)
+    sweep = overlap_sweep_figure([0.02, 0.05], [5, 9], [0.5, 2.0], [0, 0], [2, 5])
+    assert list(sweep.data[2].y) == [5, 9] and list(sweep.data[2].x) == [2, 5]
+    with pytest.raises(ValueError, match="one value per fraction"):
+        overlap_sweep_figure([0.02], [5, 9], [0.5], [0], [2])

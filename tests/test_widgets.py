@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -190,3 +191,43 @@ def test_neuron_card_and_browser(tiny_llama):
     assert "No neuron has Paris in its top-3 (up, final norm)" in out.outputs[0]["data"]["text/html"]
     text.value = "Rome"
     assert "No neuron" in out.outputs[0]["data"]["text/html"]
+
+
+def _heat_z(output: dict) -> np.ndarray:
+    """The z of the first trace of a plotly display_data output (decoded from plotly's base64 typed array)."""
+    import base64
+
+    z = output["data"]["application/vnd.plotly.v1+json"]["data"][0]["z"]
+    if isinstance(z, dict):  # {"dtype": "f8", "bdata": ..., "shape": "1, 5"}
+        shape = [int(n) for n in z["shape"].split(",")]
+        return np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(shape)
+    return np.asarray(z)
+
+
+def test_head_browser_renders_the_chosen_head_and_switches():
+    from locedit.widgets import head_browser
+
+    torch.manual_seed(0)
+    patterns = torch.rand(3, 2, 5, 5).tril()
+    patterns = patterns / patterns.sum(-1, keepdim=True)
+    tokens = ["<s>", " Mary", " and", " John", " to"]
+    effects = {"logits": torch.tensor([[0.1, -0.5], [0.3, 0.0], [0.9, float("nan")]])}
+    box = head_browser(patterns, tokens, effects, roles={"name mover": [(2, 0)]}, layer=2, head=0, marks={1: "IO"})
+    (controls, out) = box.children
+    layer_box, head_box, view = controls.children
+    card, fig = out.outputs  # rendered at build time: the static book shows it from the widget state
+    assert "head 2.0" in card["data"]["text/html"] and "name mover" in card["data"]["text/html"]
+    assert "+0.900 (rank 1 of 5)" in card["data"]["text/html"]
+    assert np.allclose(_heat_z(fig), patterns[2, 0, -1][None].numpy())  # the last query row of head 2.0
+    head_box.value = 1  # head 2.1: not a sender in the logits stage
+    card, fig = out.outputs
+    assert "not a sender" in card["data"]["text/html"] and "roles: none" in card["data"]["text/html"]
+    view.value = "whole pattern"
+    _, fig = out.outputs
+    assert np.allclose(_heat_z(fig), patterns[2, 1].numpy())
+    with pytest.raises(ValueError, match=r"head \(3, 0\) is out of range"):
+        head_browser(patterns, tokens, effects, layer=3)
+    with pytest.raises(ValueError, match=r"seq = len\(tokens\) = 4"):
+        head_browser(patterns, tokens[:4], effects)
+    with pytest.raises(ValueError, match=r"effects\['x'\]"):
+        head_browser(patterns, tokens, {"x": torch.zeros(2, 2)})

@@ -30,7 +30,8 @@ Methods (may import the foundations and the methods listed):
                                                                                    (tracing, tokens)
     evaluation    CounterFact metrics                                                   (editing.edit, data)
     circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching
-                  (frozen_run: its fast last-position pass)
+                  (frozen_run: its fast last-position pass), heads (top-k% circuits, overlap vs random,
+                  Spearman), intervention (attention steering)
                                                                                                      (patching)
     data/         the book's facts, relation templates, CounterFact / known_1000 loaders
     results       the chapters' results files (strict JSON), claims with their criteria, verdicts    (files)

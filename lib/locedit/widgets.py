@@ -15,15 +15,23 @@ from __future__ import annotations
 import html
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import ipywidgets as widgets
+import numpy as np
 import plotly.io as pio
 import torch
 from IPython.display import HTML
 
 from locedit.models import Model
-from locedit.viz import layer_token_heatmap, show_token
+from locedit.viz import attention_matrices_figure, attention_rows_figure, layer_token_heatmap, show_token
+
+
+def figure_output(fig) -> dict:
+    """A plotly figure as a notebook ``display_data`` output (the plotly mime type, which JupyterLab and the static
+    book render with or without a kernel), to put into an ``Output`` widget's ``outputs``."""
+    bundle = {"application/vnd.plotly.v1+json": json.loads(pio.to_json(fig)), "text/plain": "plotly figure"}
+    return {"output_type": "display_data", "data": bundle, "metadata": {}}
 
 
 def lens_table_html(model: Model, prompt: str, logprobs: torch.Tensor, k: int = 5, target: str | None = None) -> str:
@@ -157,9 +165,8 @@ def rome_explorer(
         for item in items:
             if isinstance(item, str):
                 out.append_display_data(HTML(item))
-            else:  # a plotly figure, as the plotly mime type (rendered by JupyterLab, with or without a kernel)
-                bundle = {"application/vnd.plotly.v1+json": json.loads(pio.to_json(item)), "text/plain": "heat map"}
-                out.outputs += ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+            else:
+                out.outputs += (figure_output(item),)
 
     def error(err: Exception) -> None:
         show(f'<p style="color:#b00">{html.escape(str(err))}</p>')
@@ -271,3 +278,91 @@ def neuron_browser(dec, sample=None, query: str = " dog", max_rows: int = 8) -> 
     layer.observe(render, names="value")
     render()
     return widgets.VBox([widgets.HBox([box, layer]), out])
+
+
+def head_card_html(layer: int, head: int, effects: Mapping[str, np.ndarray], roles: Mapping[str, Sequence]) -> str:
+    """HTML: a head's path-patching effect in each stage (with its rank by |effect| among the heads measured there)
+    and the roles (circuit stages, head classes) it was given."""
+    rows = []
+    for stage, grid in effects.items():
+        e = np.asarray(grid, dtype=float)
+        value = e[layer, head]
+        if np.isfinite(value):
+            rank = int((np.abs(e[np.isfinite(e)]) > abs(value)).sum()) + 1
+            cell = f"{value:+.3f} (rank {rank} of {int(np.isfinite(e).sum())})"
+        else:
+            cell = "not a sender in this stage"
+        rows.append(f"<tr><td>{html.escape(stage)}</td><td>{cell}</td></tr>")
+    tags = [name for name, heads in roles.items() if (layer, head) in {tuple(h) for h in heads}]
+    tag_text = ", ".join(html.escape(t) for t in tags) or "none"
+    return (
+        f'<div style="font-size:12px"><p style="margin:2px 0"><b>head {layer}.{head}</b>, roles: {tag_text}</p>'
+        f"<table><tr><th>path patching to</th><th>effect</th></tr>{''.join(rows)}</table></div>"
+    )
+
+
+def head_browser(
+    patterns: torch.Tensor | np.ndarray,
+    tokens: Sequence[str],
+    effects: Mapping[str, torch.Tensor | np.ndarray],
+    roles: Mapping[str, Sequence] | None = None,
+    layer: int = 0,
+    head: int = 0,
+    query: int = -1,
+    marks: Mapping[int, str] | None = None,
+) -> widgets.VBox:
+    """Pick a layer and a head: see its attention on one prompt (the whole query × key pattern, or the row of one
+    query position as a bar of colours) and its path-patching effect in each stage.
+
+    Everything is precomputed and passed in (no model needed):
+
+    Args:
+        patterns: [n_layers, n_heads, seq, seq] attention probabilities of one prompt (e.g.
+            ``attention_patterns(model, [ids])[0]``).
+        tokens: the prompt's ``seq`` token strings.
+        effects: {stage: [n_layers, n_heads] path-patching effects (NaN where not measured)}.
+        roles: {role name: [(layer, head), ...]} (circuit stages, head classes), listed for the chosen head.
+        layer, head: the head shown first (rendered at build time, so a static page shows it).
+        query: the query position of the one-row view (default the last).
+        marks: {position: role} written beside the key labels (``{3: "IO"}``).
+
+    Returns:
+        ``VBox([HBox([layer, head, view]), Output])``; the Output's ``outputs`` hold the card and the figure.
+    """
+    p = torch.as_tensor(patterns).float()
+    if p.dim() != 4 or p.shape[-1] != p.shape[-2] or p.shape[-1] != len(tokens):
+        raise ValueError(
+            f"patterns must be [n_layers, n_heads, seq, seq] with seq = len(tokens) = {len(tokens)}, got "
+            f"{tuple(p.shape)}"
+        )
+    n_layers, n_heads, seq = p.shape[0], p.shape[1], p.shape[-1]
+    grids = {k: np.asarray(torch.as_tensor(v).float()) for k, v in effects.items()}
+    for stage, grid in grids.items():
+        if grid.shape != (n_layers, n_heads):
+            raise ValueError(f"effects[{stage!r}] is {grid.shape}, not [n_layers, n_heads] = {(n_layers, n_heads)}")
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
+        raise ValueError(f"head ({layer}, {head}) is out of range: layers 0..{n_layers - 1}, heads 0..{n_heads - 1}")
+    if not -seq <= query < seq:
+        raise ValueError(f"query {query} is not a position of the {seq}-token prompt")
+    query = query % seq
+    layer_box = widgets.Dropdown(options=list(range(n_layers)), value=layer, description="layer")
+    head_box = widgets.Dropdown(options=list(range(n_heads)), value=head, description="head")
+    view = widgets.ToggleButtons(options=["query row", "whole pattern"], value="query row")
+    out = widgets.Output(layout=widgets.Layout(border="1px solid #ddd", padding="4px"))
+
+    def render(*_args) -> None:
+        lh = (layer_box.value, head_box.value)
+        if view.value == "query row":
+            fig = attention_rows_figure(
+                p[lh[0], lh[1], query][None], tokens, [lh], query=f"{query} {show_token(tokens[query])}", marks=marks
+            )
+        else:
+            fig = attention_matrices_figure(p[lh[0], lh[1]][None], tokens, [lh])
+        out.outputs = ()
+        out.append_display_data(HTML(head_card_html(*lh, grids, roles or {})))
+        out.outputs += (figure_output(fig),)
+
+    for box in (layer_box, head_box, view):
+        box.observe(render, names="value")
+    render()
+    return widgets.VBox([widgets.HBox([layer_box, head_box, view]), out])

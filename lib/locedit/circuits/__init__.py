@@ -17,12 +17,36 @@
   full-forward reference. (The
   package exports the *functions* ``path_patching``, ``ioi`` and ``colored_objects``; the modules of those names are
   ``importlib.import_module("locedit.circuits.path_patching")`` and so on.)
+- :mod:`~locedit.circuits.heads`: circuits as the top k% of heads per path-patching stage, their overlap against
+  random head sets (permutation and hypergeometric p-values), Spearman's rho with ties, and the attention
+  signatures of head classes (attention from one position to others, previous-token scores);
+- :mod:`~locedit.circuits.intervention`: heads made to attend uniformly to chosen tokens at the last position
+  (the paper's steering on Colored Objects), accuracy before / after, new mistakes, per-head effects.
 """
 
 from __future__ import annotations
 
 from locedit.circuits.attention import attention_patterns, force_attention
 from locedit.circuits.colored_objects import COLORS, OBJECTS, ColoredObjects, colored_objects, load_colored_objects
+from locedit.circuits.heads import (
+    OverlapTest,
+    attention_to,
+    circuit,
+    circuit_heads,
+    hypergeometric_tail,
+    overlap_test,
+    previous_token_score,
+    spearman,
+    stagewise_overlap_test,
+    top_heads,
+)
+from locedit.circuits.intervention import (
+    SteeringOutcome,
+    head_intervention_effects,
+    other_positions,
+    steered_logits,
+    steering_outcome,
+)
 from locedit.circuits.ioi import IOI_TEMPLATES, NAMES, IOIPrompts, ioi
 from locedit.circuits.metrics import accuracy, logit_diff
 from locedit.circuits.path_patching import (
@@ -39,15 +63,30 @@ __all__ = [
     "OBJECTS",
     "ColoredObjects",
     "IOIPrompts",
+    "OverlapTest",
     "PathLogitDiffs",
+    "SteeringOutcome",
     "accuracy",
     "attention_patterns",
+    "attention_to",
+    "circuit",
+    "circuit_heads",
     "colored_objects",
     "force_attention",
+    "head_intervention_effects",
+    "hypergeometric_tail",
     "ioi",
     "load_colored_objects",
     "logit_diff",
+    "other_positions",
+    "overlap_test",
     "path_patching",
     "path_patching_logit_diffs",
     "path_patching_reference",
+    "previous_token_score",
+    "spearman",
+    "stagewise_overlap_test",
+    "steered_logits",
+    "steering_outcome",
+    "top_heads",
 ]
