@@ -29,6 +29,8 @@ Methods (may import the foundations and the methods listed):
                   stats (key statistics), values (ROME/MEMIT value optimisation), rome, memit, ft
                                                                                    (tracing, tokens)
     evaluation    CounterFact metrics                                                   (editing.edit, data)
+    concepts/     GCIDE nouns and modern glosses (cached), reverse-dictionary prompts, definition buckets and
+                  word classes of a concept trace, input abstraction                         (tracing, tokens)
     circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching
                                                                                                      (patching)
     data/         the book's facts, relation templates, CounterFact / known_1000 loaders
