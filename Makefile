@@ -63,6 +63,7 @@ bench: setup
 	python benchmarks/patching.py
 	python benchmarks/neurons.py
 	python benchmarks/rome.py
+	python benchmarks/concepts.py
 
 clean:
 	rm -rf executed book/_build
