@@ -91,11 +91,11 @@ pd.set_option("display.max_colwidth", 90)
 # sizes: (quick, full)
 N_CANDIDATES = 100 if quick else 600  # the most common single-token nouns asked (the known filter's input)
 N_FORMATS = 24 if quick else 300  # candidates each prompt format is measured on
-N_TRACE = 4 if quick else 20  # known concepts traced (hidden, MLP, attention)
+N_TRACE = 3 if quick else 20  # known concepts traced (hidden, MLP, attention)
 TRACE_SAMPLES = 1 if quick else 2  # noise draws per concept (the paper, after ROME: 10)
 TRACE_LAYERS_STEP = 3 if quick else 1
 N_FACTS = 3 if quick else 10  # chapter 1's facts traced with the same settings, for the comparison
-N_ABSTRACT_TRACE = 3 if quick else 8  # concepts traced again under two abstractions
+N_ABSTRACT_TRACE = 2 if quick else 8  # concepts traced again under two abstractions
 N_EDIT = 3 if quick else 20  # concept edits (ROME one by one; MEMIT all at once)
 N_NEIGHBOURS = 5 if quick else 10  # other concepts checked for specificity
 SWEEP_EDITS = 2 if quick else 4
@@ -322,6 +322,27 @@ for k in kinds:
         results.metrics[f"trace.{k}.{BUCKETS[b]}.layer"] = layer
 
 # %% [markdown]
+# Where the concept differs from the fact, in this run's numbers (each line compares the concept's bucket with the
+# fact's counterpart; a definition is longer than a subject, and noise over 10–30 tokens instead of 2–4 removes more
+# of the answer, so compare shapes and layers more than heights):
+
+# %%
+f_clean = float(np.mean([t.p_clean for t in fact_traces]))
+f_corrupt = float(np.mean([t.p_corrupt for t in fact_traces]))
+print(f"total effect: concepts {c_clean - c_corrupt:.3f} (P {c_clean:.3f} → {c_corrupt:.3f}); facts "
+      f"{f_clean - f_corrupt:.3f} (P {f_clean:.3f} → {f_corrupt:.3f})")  # fmt: skip
+for k in kinds:
+    for b, fact_name in ((LAST_DEF, "last subject token"), (LAST_TOK, "last token")):
+        cv, cl = peak(aie[k][b])
+        fv, fl = peak(fact_aie[k][b])
+        when = "later" if cl > fl else "earlier" if cl < fl else "at the same layer"
+        print(f"{names[k]}, {BUCKETS[b]}: concept peak {cv:.3f} at layer {cl}, fact ({fact_name}) {fv:.3f} at "
+              f"layer {fl}: {'higher' if cv > fv else 'lower'}, {when}")  # fmt: skip
+results.metrics.update(
+    {"trace.concept_TE": round(c_clean - c_corrupt, 4), "trace.fact_TE": round(f_clean - f_corrupt, 4)}
+)
+
+# %% [markdown]
 # ### 2.3 Which definition words carry the concept
 #
 # Per-token effects on a few concepts: the MLP windows' indirect effect at each token of the prompt from the
@@ -495,7 +516,7 @@ def scored(edits) -> pd.DataFrame:
 
 
 hp = ROMEHyperParams(layer=edit_layer, context_template_length_params=PREFIXES, mom2_n_samples=STATS_TOKENS)
-sweep_layers = sorted({1, spec.n_layers // 2, edit_layer, spec.n_layers - 2} if quick else
+sweep_layers = sorted({1, edit_layer, spec.n_layers - 2} if quick else
                       set(range(1, spec.n_layers, 5)) | {edit_layer})  # fmt: skip
 with timed("key_statistics"):
     key_second_moment(model, sorted(set(sweep_layers) | set(layer_rule.memit_layers(edit_layer))),
