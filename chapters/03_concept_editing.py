@@ -62,6 +62,8 @@ from locedit.concepts import (
     SHOT_WORDS,
     ConceptPrompt,
     abstract,
+    bucket_effects,
+    bucket_sample,
     build_prompts,
     by_frequency,
     load_concepts,
@@ -94,6 +96,7 @@ N_FORMATS = 24 if quick else 300  # candidates each prompt format is measured on
 N_TRACE = 3 if quick else 20  # known concepts traced (hidden, MLP, attention)
 TRACE_SAMPLES = 1 if quick else 2  # noise draws per concept (the paper, after ROME: 10)
 TRACE_LAYERS_STEP = 3 if quick else 1
+ALL_TOKENS = not quick  # restore at every definition token (full) or at the bucket tokens only (quick: 5× cheaper)
 N_FACTS = 3 if quick else 10  # chapter 1's facts traced with the same settings, for the comparison
 N_ABSTRACT_TRACE = 2 if quick else 8  # concepts traced again under two abstractions
 N_EDIT = 3 if quick else 20  # concept edits (ROME one by one; MEMIT all at once)
@@ -254,9 +257,9 @@ with timed("trace_concepts"):
     for item in progress(trace_items, "tracing concepts", unit="concept"):
         traces.append(
             trace_concept(model, item, kinds=kinds, noise=noise, samples=TRACE_SAMPLES, layers=trace_layers,
-                          dtype=trace_dtype)
+                          dtype=trace_dtype, positions=None if ALL_TOKENS else bucket_sample(model, item))
         )  # fmt: skip
-aie = {kind: average_effects(traces, kind)[0] for kind in kinds}
+aie = {kind: bucket_effects(traces, kind)[0] for kind in kinds}
 c_clean = float(np.mean([t.p_clean for t in traces]))
 c_corrupt = float(np.mean([t.p_corrupt for t in traces]))
 print(
@@ -360,7 +363,9 @@ for t in traces[:2]:
 # %% [markdown]
 # Over all traced concepts: each definition token's largest effect over layers, grouped into **content words**
 # (nouns, verbs, adjectives) and **function words** (articles, prepositions, conjunctions, punctuation;
-# `locedit.concepts.prompts.FUNCTION_WORDS`). A word split into several tokens takes its first piece's class.
+# `locedit.concepts.prompts.FUNCTION_WORDS`). A word split into several tokens takes its first piece's class. The
+# quick run restores only three definition tokens per concept (first, middle, last), so its split rests on few
+# tokens; the full run restores every one.
 
 # %%
 rows = []
@@ -368,6 +373,8 @@ for t in traces:
     first, end = t.subject_range
     for i, cls in enumerate(word_classes(t)):
         for kind in kinds:
+            if bool(torch.isnan(t.effect(kind)[:, first + i]).all()):
+                continue  # not restored (quick: bucket tokens only)
             rows.append({"word class": cls, "kind": names[kind], "token": t.tokens[first + i],
                          "max IE over layers": float(t.effect(kind)[:, first + i].max())})  # fmt: skip
 by_class = pd.DataFrame(rows).pivot_table(
@@ -428,8 +435,9 @@ with timed("abstraction_traces"):
             variant = ConceptPrompt(replace(item.concept, definition=definition), FORMAT,
                                     render(FORMAT, definition, shots))  # fmt: skip
             ts.append(trace_concept(model, variant, kinds=("hidden", "mlp"), noise=noise, samples=TRACE_SAMPLES,
-                                    layers=trace_layers, dtype=trace_dtype))  # fmt: skip
-        abs_aie[kind] = ({k: average_effects(ts, k)[0] for k in ("hidden", "mlp")}, ts)
+                                    layers=trace_layers, dtype=trace_dtype,
+                                    positions=None if ALL_TOKENS else bucket_sample(model, variant)))  # fmt: skip
+        abs_aie[kind] = ({k: bucket_effects(ts, k)[0] for k in ("hidden", "mlp")}, ts)
 cmp_rows = [{"definition": "original", "P clean": c_clean, "TE": c_clean - c_corrupt,
              **{f"{names[k]} peak, {BUCKETS[b]}": "{:.3f} @ {}".format(*peak(aie[k][b]))
                 for k in ("hidden", "mlp") for b in (LAST_DEF, LAST_TOK)}}]  # fmt: skip

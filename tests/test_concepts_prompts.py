@@ -10,7 +10,9 @@ from locedit.concepts import (
     BUCKETS,
     Concept,
     ConceptDataError,
+    bucket_effects,
     bucket_positions,
+    bucket_sample,
     build_prompts,
     definition_span,
     render,
@@ -89,3 +91,21 @@ def test_trace_corrupts_only_the_queried_definition(smollm2):
 @pytest.mark.parametrize(("token", "function"), [(" the", True), (" of", True), (",", True), (" Canis", False)])
 def test_function_words(token, function):
     assert is_function_word(token) is function
+
+
+def test_bucket_sample_and_effects_skip_unrestored_tokens(smollm2):
+    (item,), _ = build_prompts(smollm2, [DOG], "3-shot dictionary", [CHAIR, COAT])
+    first, end = definition_span(smollm2, item.prompt, item.definition)
+    positions = bucket_sample(smollm2, item)
+    length = len(smollm2.str_tokens(item.prompt))
+    assert positions == sorted({first, (first + end - 1) // 2, end - 1, *range(end, length)})
+    n = smollm2.spec.n_layers
+    trace = trace_concept(smollm2, item, kinds=("hidden",), samples=1, layers=[0, n - 1], noise=0.1,
+                          positions=positions)  # fmt: skip
+    aie, counts = bucket_effects([trace], "hidden")
+    assert aie.shape == (len(BUCKETS), 2) and counts.tolist() == [1.0] * len(BUCKETS)
+    assert not bool(torch.isnan(aie).any())  # the middle bucket averages its one restored token only
+    middle = (first + end - 1) // 2
+    assert torch.allclose(aie[1], trace.effect("hidden")[:, middle])
+    with pytest.raises(ConceptDataError, match="no traces"):
+        bucket_effects([], "hidden")

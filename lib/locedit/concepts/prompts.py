@@ -19,6 +19,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from locedit.concepts.gcide import Concept, ConceptDataError, contains_word
 from locedit.models import Model
 from locedit.tokens import target_ids
@@ -148,6 +150,35 @@ def bucket_positions(trace: Trace) -> dict[str, list[int]]:
         BUCKETS[4]: list(range(end + 1, last)),
         BUCKETS[5]: [last],
     }
+
+
+def bucket_effects(traces: Sequence[Trace], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average indirect effect of ``kind`` by :data:`BUCKETS` × layer: within a trace the bucket's *restored*
+    tokens are averaged (positions left out of the trace, NaN, are skipped), then the traces that have the bucket.
+
+    Returns (aie [6, n_layers], NaN where no trace has the bucket; counts [6]).
+    """
+    if not traces:
+        raise ConceptDataError("no traces to average: trace at least one concept first")
+    n_layers = traces[0].scores[kind].shape[0]
+    sums, counts = torch.zeros(len(BUCKETS), n_layers), torch.zeros(len(BUCKETS))
+    for trace in traces:
+        effect = trace.effect(kind)
+        for b, positions in enumerate(bucket_positions(trace).values()):
+            cols = [p for p in positions if not bool(torch.isnan(effect[:, p]).all())]
+            if cols:
+                sums[b] += effect[:, cols].mean(1)
+                counts[b] += 1
+    aie = sums / counts[:, None].clamp(min=1)
+    return torch.where(counts[:, None] > 0, aie, float("nan")), counts
+
+
+def bucket_sample(model: Model, item: ConceptPrompt) -> list[int]:
+    """The positions a cheap trace restores: the first, middle and last definition token and every token after
+    the definition (a trace costs about the square of the positions it restores)."""
+    first, end = definition_span(model, item.prompt, item.definition)
+    length = len(model.tokenizer(item.prompt)["input_ids"])
+    return sorted({first, (first + end - 1) // 2, end - 1, *range(end, length)})
 
 
 def is_function_word(token: str) -> bool:
