@@ -361,13 +361,17 @@ for t in traces[:2]:
     ).show()  # fmt: skip
 
 # %% [markdown]
-# Over all traced concepts: each definition token's largest effect over layers, grouped into **content words**
+# Over all traced concepts: each definition token's largest effect over layers (leaving out, as chapter 1's edit-layer
+# rule does, the layers whose MLP window holds layer 0, where restoring repairs the noise itself), grouped into
+# **content words**
 # (nouns, verbs, adjectives) and **function words** (articles, prepositions, conjunctions, punctuation;
 # `locedit.concepts.prompts.FUNCTION_WORDS`). A word split into several tokens takes its first piece's class. The
 # quick run restores only three definition tokens per concept (first, middle, last), so its split rests on few
 # tokens; the full run restores every one.
 
 # %%
+# layers whose MLP window holds layer 0 are left out (chapter 1's rule: there the MLP repairs the noise itself)
+deep = [j for j, layer in enumerate(trace_layers) if layer - traces[0].window // 2 > 0]
 rows = []
 for t in traces:
     first, end = t.subject_range
@@ -376,7 +380,7 @@ for t in traces:
             if bool(torch.isnan(t.effect(kind)[:, first + i]).all()):
                 continue  # not restored (quick: bucket tokens only)
             rows.append({"word class": cls, "kind": names[kind], "token": t.tokens[first + i],
-                         "max IE over layers": float(t.effect(kind)[:, first + i].max())})  # fmt: skip
+                         "max IE over layers": float(t.effect(kind)[deep, first + i].max())})  # fmt: skip
 by_class = pd.DataFrame(rows).pivot_table(
     index="kind", columns="word class", values="max IE over layers", aggfunc="mean"
 )
@@ -600,7 +604,9 @@ top_third = [j for j, layer in enumerate(trace_layers) if layer >= 2 * n // 3]
 bottom_third = [j for j, layer in enumerate(trace_layers) if layer < n // 3]
 hidden = aie["hidden"]
 last_top = float(hidden[LAST_TOK, top_third].mean())
-others_top = max(float(hidden[b, top_third].nanmean()) for b in range(len(BUCKETS)) if b != LAST_TOK)
+others_top = float(
+    torch.stack([hidden[b, top_third] for b in range(len(BUCKETS)) if b != LAST_TOK]).mean(1).nan_to_num(nan=-1.0).max()
+)
 last_bottom = float(hidden[LAST_TOK, bottom_third].mean())
 attn_last, attn_last_layer = peak(aie["attn"][LAST_TOK])
 attn_def = max(peak(aie["attn"][b])[0] for b in range(LAST_DEF + 1))
@@ -617,7 +623,8 @@ esize = f"{'quick run, ' if quick else ''}{len(records)} edits"
 claims = [
     Claim(
         claim="MLP effects are tied to particular input tokens: the content words of the definition",
-        criterion="over every traced definition token, the mean of its largest MLP-window IE over layers: reproduced "
+        criterion="over every traced definition token, the mean of its largest MLP-window IE over the layers whose window holds no layer 0: "
+        "reproduced "
         "if content words' mean is at least 1.5× function words'; partly if it is larger; not reproduced otherwise",
         paper="GPT-J: MLP layers act as key–value retrieval, context-dependent and tied to specific input tokens "
         "(qualitative, no numbers)",
