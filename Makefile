@@ -64,6 +64,7 @@ bench: setup
 	python benchmarks/neurons.py
 	python benchmarks/rome.py
 	python benchmarks/path_patching.py
+	python benchmarks/concepts.py
 
 clean:
 	rm -rf executed book/_build

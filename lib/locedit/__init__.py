@@ -29,6 +29,8 @@ Methods (may import the foundations and the methods listed):
                   stats (key statistics), values (ROME/MEMIT value optimisation), rome, memit, ft
                                                                                    (tracing, tokens)
     evaluation    CounterFact metrics                                                   (editing.edit, data)
+    concepts/     GCIDE nouns and modern glosses (cached), reverse-dictionary prompts, definition buckets and
+                  word classes of a concept trace, input abstraction                         (tracing, tokens)
     circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching
                   (frozen_run: its fast last-position pass), heads (top-k% circuits, overlap vs random,
                   Spearman), intervention (attention steering)
