@@ -13,7 +13,7 @@ engine (Hugging Face's cache API).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
@@ -167,92 +167,75 @@ _LLAMA_LIKE = FamilyTable(
     attn_v="self_attn.v_proj",
 )
 
+
+def _gpt_like(
+    root: str,
+    names: tuple[str, str, str],
+    attn: str,
+    projections: tuple[str, str, str, str],
+    **rest,
+) -> FamilyTable:
+    """The table of a GPT-style family (GPT-2, GPT-J, GPT-NeoX): an ungated MLP at ``mlp`` with activation
+    ``mlp.act``, attention and MLP modules whose outputs are what they add to the stream, and ``lm_head``.
+
+    ``names`` are the blocks, the token embedding and the final norm under ``root``; ``projections`` the attention
+    output, MLP up and MLP down projections and the q/k/v projection(s): one name for a fused projection, else its
+    ``{}`` is filled with ``q``, ``k`` and ``v``. ``rest`` sets the other :class:`FamilyTable` fields.
+    """
+    o_proj, up, down, qkv = projections
+    blocks, embed, final_norm = (f"{root}.{name}" for name in names)
+    return FamilyTable(
+        blocks=blocks,
+        embed=embed,
+        final_norm=final_norm,
+        unembed="lm_head",
+        attn=attn,
+        attn_out=attn,
+        attn_o_proj=f"{attn}.{o_proj}",
+        mlp="mlp",
+        mlp_out="mlp",
+        mlp_up=f"mlp.{up}",
+        mlp_gate=None,
+        mlp_down=f"mlp.{down}",
+        mlp_act_fn="mlp.act",
+        attn_q=f"{attn}.{qkv.format('q')}",
+        attn_k=f"{attn}.{qkv.format('k')}",
+        attn_v=f"{attn}.{qkv.format('v')}",
+        **rest,
+    )
+
+
+_GPT2 = _gpt_like(
+    "transformer", ("h", "wte", "ln_f"), "attn", ("c_proj", "c_fc", "c_proj", "c_attn"),
+    qkv_fused="parts", rotary="none", weights_transposed=True,
+)  # fmt: skip
+_GPTJ = _gpt_like(
+    "transformer", ("h", "wte", "ln_f"), "attn", ("out_proj", "fc_in", "fc_out", "{}_proj"),
+    rotary="interleaved", parallel_attn_mlp=True,
+)  # fmt: skip
+# GPT-NeoX's unembedding was "embed_out" before transformers 5; checkpoints are renamed on load
+_GPT_NEOX = _gpt_like(
+    "gpt_neox", ("layers", "embed_in", "final_layer_norm"), "attention",
+    ("dense", "dense_h_to_4h", "dense_4h_to_h", "query_key_value"),
+    qkv_fused="heads", rotary="partial_half", parallel_attn_mlp=True,
+)  # fmt: skip
+
 FAMILIES: dict[str, FamilyTable] = {
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
-    "gemma3_text": FamilyTable(
-        blocks="model.layers",
-        embed="model.embed_tokens",
-        final_norm="model.norm",
-        unembed="lm_head",
-        attn="self_attn",
+    # Gemma 3 adds a norm after attention and after the MLP (their outputs are what enters the stream) and per-head
+    # norms of queries and keys
+    "gemma3_text": replace(
+        _LLAMA_LIKE,
         attn_out="post_attention_layernorm",
-        attn_o_proj="self_attn.o_proj",
-        mlp="mlp",
         mlp_out="post_feedforward_layernorm",
-        mlp_up="mlp.up_proj",
-        mlp_gate="mlp.gate_proj",
-        mlp_down="mlp.down_proj",
-        mlp_act_fn="mlp.act_fn",
-        attn_q="self_attn.q_proj",
-        attn_k="self_attn.k_proj",
-        attn_v="self_attn.v_proj",
         attn_q_norm="self_attn.q_norm",
         attn_k_norm="self_attn.k_norm",
     ),
-    "gpt2": FamilyTable(
-        blocks="transformer.h",
-        embed="transformer.wte",
-        final_norm="transformer.ln_f",
-        unembed="lm_head",
-        attn="attn",
-        attn_out="attn",
-        attn_o_proj="attn.c_proj",
-        mlp="mlp",
-        mlp_out="mlp",
-        mlp_up="mlp.c_fc",
-        mlp_gate=None,
-        mlp_down="mlp.c_proj",
-        mlp_act_fn="mlp.act",
-        attn_q="attn.c_attn",
-        attn_k="attn.c_attn",
-        attn_v="attn.c_attn",
-        qkv_fused="parts",
-        rotary="none",
-        weights_transposed=True,
-    ),
-    "gptj": FamilyTable(
-        blocks="transformer.h",
-        embed="transformer.wte",
-        final_norm="transformer.ln_f",
-        unembed="lm_head",
-        attn="attn",
-        attn_out="attn",
-        attn_o_proj="attn.out_proj",
-        mlp="mlp",
-        mlp_out="mlp",
-        mlp_up="mlp.fc_in",
-        mlp_gate=None,
-        mlp_down="mlp.fc_out",
-        mlp_act_fn="mlp.act",
-        attn_q="attn.q_proj",
-        attn_k="attn.k_proj",
-        attn_v="attn.v_proj",
-        rotary="interleaved",
-        parallel_attn_mlp=True,
-    ),
-    "gpt_neox": FamilyTable(
-        blocks="gpt_neox.layers",
-        embed="gpt_neox.embed_in",
-        final_norm="gpt_neox.final_layer_norm",
-        unembed="lm_head",  # "embed_out" before transformers 5; checkpoints are renamed on load
-        attn="attention",
-        attn_out="attention",
-        attn_o_proj="attention.dense",
-        mlp="mlp",
-        mlp_out="mlp",
-        mlp_up="mlp.dense_h_to_4h",
-        mlp_gate=None,
-        mlp_down="mlp.dense_4h_to_h",
-        mlp_act_fn="mlp.act",
-        attn_q="attention.query_key_value",
-        attn_k="attention.query_key_value",
-        attn_v="attention.query_key_value",
-        qkv_fused="heads",
-        rotary="partial_half",
-        parallel_attn_mlp=True,
-    ),
+    "gpt2": _GPT2,
+    "gptj": _GPTJ,
+    "gpt_neox": _GPT_NEOX,
 }
 # gemma3 multimodal checkpoints report "gemma3"; their text model has the same layout under model.language_model,
 # which we do not address yet. Text-only Gemma 3 (270M, 1B) reports "gemma3_text".

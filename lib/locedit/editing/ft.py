@@ -26,6 +26,7 @@ from locedit.editing.common import (
 from locedit.editing.edit import Edit, EditError, frozen, restoring
 from locedit.editing.layers import default_edit_layer, layer_index
 from locedit.models import Model
+from locedit.progress import progress
 from locedit.tokens import pad_id, pad_rows
 
 
@@ -118,7 +119,7 @@ def ft_each(model: Model, facts: list, hparams: FTHyperParams | None = None, gro
     hp = _hparams(hparams, model)
     group = integer(group, "group", 1, "facts trained together in one batch, e.g. 25")
     if hp.whole_mlp or hp.weight_decay:
-        return [ft(model, f, hp) for f in facts]
+        return [ft(model, f, hp) for f in progress(facts, "fine-tuning facts", unit="fact")]
     check_edit_layer(model, hp.layer)
     requests = [as_request(f) for f in facts]
     warn_if_already_predicted(model, requests, "FT")
@@ -126,7 +127,7 @@ def ft_each(model: Model, facts: list, hparams: FTHyperParams | None = None, gro
     module = model.spec.part(model.hf, "mlp_down", hp.layer)
     d_out, d_in = (weight.shape[1], weight.shape[0]) if transposed else tuple(weight.shape)
     edits: list[Edit] = []
-    for lo in range(0, len(requests), group):
+    for lo in progress(range(0, len(requests), group), f"fine-tuning ({group} facts a group)", unit="group"):
         chunk = requests[lo : lo + group]
         started = time.perf_counter()
         ids, mask, labels = _rows(model, chunk)

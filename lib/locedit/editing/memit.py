@@ -20,20 +20,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from locedit.editing.common import (
-    as_request,
-    check_edit_layer,
-    context_templates,
-    edited_weight,
-    fact_list,
-    token_index,
-    warn_if_already_predicted,
-)
-from locedit.editing.edit import Edit, EditError, restoring
+from locedit.editing.common import context_templates, edited_weight, token_index
+from locedit.editing.edit import Edit, restoring
 from locedit.editing.layers import default_edit_layer, layer_index, memit_layers
-from locedit.editing.rome import keys_at
+from locedit.editing.rome import prefixed_keys
 from locedit.editing.stats import key_second_moment
-from locedit.editing.values import ValueHyperParams, optimise_values
+from locedit.editing.values import ValueHyperParams, edit_requests, optimise_values
 from locedit.hooks import patch
 from locedit.models import Model
 from locedit.tokens import pad_id, pad_rows
@@ -71,6 +63,11 @@ class MEMITHyperParams(ValueHyperParams):
         """These settings with ``layers=None`` replaced by ``memit_layers(model's l*)``."""
         return self if self.layers is not None else replace(self, layers=memit_layers(default_edit_layer(model)))
 
+    @property
+    def edited_layers(self) -> tuple[int, ...]:
+        """``layers`` (empty while ``None``)."""
+        return self.layers or ()
+
 
 @torch.no_grad()
 def _residuals(model: Model, layer: int, requests, fact_token: str) -> torch.Tensor:
@@ -84,21 +81,8 @@ def _residuals(model: Model, layer: int, requests, fact_token: str) -> torch.Ten
 
 def memit(model: Model, facts, hparams: MEMITHyperParams | None = None, verbose: bool = False) -> Edit:
     """Edit all ``facts`` at once; returns an :class:`Edit` (not applied; the weights are restored on return)."""
-    if hparams is not None and not isinstance(hparams, MEMITHyperParams):
-        raise TypeError(f"hparams must be a MEMITHyperParams, got {type(hparams).__name__}")
-    facts = fact_list(facts, "memit")
-    if not facts:
-        raise EditError("no facts to edit: pass a non-empty list of CounterFact records or requests")
-    hp = (hparams or MEMITHyperParams()).for_model(model)
-    if not hp.layers:
-        raise EditError("MEMIT needs at least one layer in hparams.layers")
+    hp, requests = edit_requests(model, facts, hparams, MEMITHyperParams, "memit")
     layers = sorted(hp.layers)
-    for layer in layers:
-        check_edit_layer(model, layer, "MEMIT's layers")
-    if hp.v_loss_layer not in (None, model.spec.n_layers - 1):
-        raise EditError("only v_loss_layer=None (the last layer) is supported")
-    requests = [as_request(f) for f in facts]
-    warn_if_already_predicted(model, requests, "MEMIT")
     weights = {layer: edited_weight(model, layer) for layer in layers}
     started = time.perf_counter()
     top = layers[-1]
@@ -115,10 +99,7 @@ def memit(model: Model, facts, hparams: MEMITHyperParams | None = None, verbose:
     with restoring(model, names):
         for i, layer in enumerate(layers):
             name, weight, transposed = weights[layer]
-            prompts = [t.format(r.prompt) for r in requests for t in templates]
-            subjects = [r.subject for r in requests for _ in templates]
-            ks = keys_at(model, layer, prompts, subjects, hp.fact_token)
-            ks = ks.reshape(len(requests), len(templates), -1).mean(1).T.double()  # [d_mlp, n]
+            ks = prefixed_keys(model, layer, requests, templates, hp.fact_token).T.double()  # [d_mlp, n]
             current = _residuals(model, top, requests, hp.fact_token)
             targets = (zs - current).T.double()  # [d_model, n]
             cov = covs[layer].double()

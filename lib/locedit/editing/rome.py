@@ -22,20 +22,11 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from locedit._checks import integer
-from locedit.editing.common import (
-    Request,
-    as_request,
-    check_edit_layer,
-    context_templates,
-    edited_weight,
-    fact_list,
-    token_index,
-    warn_if_already_predicted,
-)
+from locedit.editing.common import Request, context_templates, edited_weight, token_index
 from locedit.editing.edit import Edit, EditError
 from locedit.editing.layers import default_edit_layer, layer_index
 from locedit.editing.stats import key_second_moment
-from locedit.editing.values import ValueHyperParams, optimise_values
+from locedit.editing.values import ValueHyperParams, edit_requests, optimise_values
 from locedit.hooks import patch
 from locedit.models import Model
 from locedit.tokens import pad_id, pad_rows
@@ -66,13 +57,10 @@ class ROMEHyperParams(ValueHyperParams):
         """These settings with ``layer=None`` replaced by ``model``'s l* (:func:`default_edit_layer`)."""
         return self if self.layer is not None else replace(self, layer=default_edit_layer(model))
 
-
-def _check(model: Model, layer: int, loss_layer: int | None) -> None:
-    if model.tokenizer is None:
-        raise EditError("the model has no tokenizer; editors need one to read prompts")
-    check_edit_layer(model, layer)
-    if loss_layer not in (None, model.spec.n_layers - 1):
-        raise EditError("only v_loss_layer=None (the last layer, the code's choice) is supported")
+    @property
+    def edited_layers(self) -> tuple[int, ...]:
+        """``(layer,)`` (empty while ``layer`` is ``None``)."""
+        return () if self.layer is None else (self.layer,)
 
 
 @torch.no_grad()
@@ -85,6 +73,17 @@ def keys_at(
     with patch(model, record=[f"mlp_act.{layer}"], stop=True) as acts:
         model.hf(**pad_rows(rows, pad_id(model), "right", model.device))
     return acts[f"mlp_act.{layer}"][torch.arange(len(rows)), index].float()
+
+
+def prefixed_keys(
+    model: Model, layer: int, requests: list[Request], templates: list[str], fact_token: str
+) -> torch.Tensor:
+    """Each request's key at ``layer`` averaged over its prompt behind each prefix of ``templates`` (ROME's k*,
+    MEMIT's columns of K_l): [n, d_mlp]."""
+    prompts = [t.format(r.prompt) for r in requests for t in templates]
+    subjects = [r.subject for r in requests for _ in templates]
+    keys = keys_at(model, layer, prompts, subjects, fact_token)
+    return keys.reshape(len(requests), len(templates), -1).mean(1)
 
 
 @torch.no_grad()
@@ -136,26 +135,15 @@ def rome_each(
     To write many facts into one model at once, use :func:`locedit.editing.memit` instead: these edits are not
     meant to be summed.
     """
-    if hparams is not None and not isinstance(hparams, ROMEHyperParams):
-        raise TypeError(f"hparams must be a ROMEHyperParams, got {type(hparams).__name__}")
-    facts = fact_list(facts, "rome_each", one="rome(model, fact)")
-    if not facts:
-        raise EditError("no facts to edit: pass a non-empty list of CounterFact records or requests")
-    hp = (hparams or ROMEHyperParams()).for_model(model)
-    _check(model, hp.layer, hp.v_loss_layer)
     batch_size = integer(batch_size, "batch_size", fix="facts per batch of the value optimisation, e.g. 2")
     if batch_size < 1:
         raise EditError("batch_size must be ≥ 1")
-    requests = [as_request(f) for f in facts]
-    warn_if_already_predicted(model, requests, "ROME")
+    hp, requests = edit_requests(model, facts, hparams, ROMEHyperParams, "rome_each", one="rome(model, fact)")
     name, weight, transposed = edited_weight(model, hp.layer)
     started = time.perf_counter()
     templates = context_templates(model, hp.context_template_length_params, starts=hp.context_starts, seed=hp.seed)
     # Step 1: the keys k* (averaged over prefixes) and the directions u = C⁻¹k* / ‖C⁻¹k*‖.
-    prompts = [t.format(r.prompt) for r in requests for t in templates]
-    subjects = [r.subject for r in requests for _ in templates]
-    k_star = keys_at(model, hp.layer, prompts, subjects, hp.fact_token).reshape(len(requests), len(templates), -1)
-    k_star = k_star.mean(1)  # [n, d_mlp]
+    k_star = prefixed_keys(model, hp.layer, requests, templates, hp.fact_token)  # [n, d_mlp]
     if hp.mom2_adjustment:
         c = key_second_moment(model, hp.layer, n_tokens=hp.mom2_n_samples, seq_len=hp.mom2_seq_len, seed=hp.seed)
         u = solve_c(c, k_star.T, hp.mom2_ridge).T  # [n, d_mlp]

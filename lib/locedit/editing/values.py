@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Self, TypeVar
 
 import torch
 from torch import nn
 
 from locedit.arch import LayerAdapter, layer_adapter, output_head
-from locedit.editing.common import Request, target_ids, token_index
+from locedit.editing.common import (
+    Request,
+    as_request,
+    check_edit_layer,
+    fact_list,
+    target_ids,
+    token_index,
+    warn_if_already_predicted,
+)
 from locedit.editing.edit import EditError, frozen
 from locedit.hooks import patch
 from locedit.models import Model
@@ -41,6 +50,50 @@ class ValueHyperParams:
     context_template_length_params: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
     context_starts: tuple[str, ...] | None = None  # the code: None (prefixes sampled from <|endoftext|> alone)
     seed: int = 0
+
+    def for_model(self, model: Model) -> Self:
+        """These settings with the edited layer(s) filled in for ``model`` (each editor's rule; here: unchanged)."""
+        return self
+
+    @property
+    def edited_layers(self) -> tuple[int, ...]:
+        """The layers whose MLP output projection the editor rewrites (once :meth:`for_model` has filled them in)."""
+        return ()
+
+
+H = TypeVar("H", bound=ValueHyperParams)
+
+
+def edit_requests(
+    model: Model, facts, hparams: H | None, kind: type[H], editor: str, one: str | None = None
+) -> tuple[H, list[Request]]:
+    """The entry checks ROME and MEMIT share: (settings, requests), or a clear error before any work.
+
+    ``hparams`` must be a ``kind`` (``None``: ``kind()``) and is filled in for ``model``
+    (:meth:`ValueHyperParams.for_model`); the model needs a tokenizer, every edited layer must be inside it and the
+    loss read at its last layer; ``facts`` must be a non-empty list (``editor`` and ``one`` name the entry point and
+    the single-fact editor in :func:`~locedit.editing.common.fact_list`'s errors), each read as a
+    :class:`~locedit.editing.common.Request`. A request whose new object the model already predicts gets a warning
+    (:func:`~locedit.editing.common.warn_if_already_predicted`).
+    """
+    method = kind.__name__.removesuffix("HyperParams")
+    if hparams is not None and not isinstance(hparams, kind):
+        raise TypeError(f"hparams must be a {kind.__name__}, got {type(hparams).__name__}")
+    facts = fact_list(facts, editor, one=one)
+    if not facts:
+        raise EditError("no facts to edit: pass a non-empty list of CounterFact records or requests")
+    hp = (hparams or kind()).for_model(model)
+    if model.tokenizer is None:
+        raise EditError("the model has no tokenizer; editors need one to read prompts")
+    if not hp.edited_layers:
+        raise EditError(f"{method} needs at least one layer in hparams.layers")
+    for layer in hp.edited_layers:
+        check_edit_layer(model, layer, f"{method}'s edited layers")
+    if hp.v_loss_layer not in (None, model.spec.n_layers - 1):
+        raise EditError("only v_loss_layer=None (the last layer, the code's choice) is supported")
+    requests = [as_request(f) for f in facts]
+    warn_if_already_predicted(model, requests, method)
+    return hp, requests
 
 
 def _split_rows(

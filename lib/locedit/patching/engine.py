@@ -64,9 +64,9 @@ def run_sweep(
     with torch.no_grad():
         if method == "incremental":
             ctx.streams = [_take(run.spec.part(run.hf, "embed")(ids), all_base, n_base)]
-            ctx.base_logits = _run_layered(ctx, [0] * n_base, all_base, base_ops, 0, check, base_run=True)
+            ctx.base_logits = _run_layered(ctx, _Batch(all_base, base_ops, 0, [0] * n_base, check, base_run=True))
         else:
-            ctx.base_logits = _run_cached(ctx, all_base, base_ops, 0, check, base_run=True)
+            ctx.base_logits = _run_cached(ctx, _Batch(all_base, base_ops, 0, record=check, base_run=True))
         # Each patch: a no-op, or the (position, stream point) where it first changes anything.
         noop, work = [], []
         for i, ops in enumerate(patch_ops):
@@ -99,10 +99,10 @@ def run_sweep(
                 rows_ops = [
                     [op for op in base_ops[patches[i].row] + patch_ops[i] if op.stage >= 2 * j] for _, j, i in chunk
                 ]
-                logits = _run_layered(ctx, joins, rows, rows_ops, start)
+                logits = _run_layered(ctx, _Batch(rows, rows_ops, start, joins))
             else:
                 rows_ops = [base_ops[patches[i].row] + patch_ops[i] for i in idx]
-                logits = _run_cached(ctx, rows, rows_ops, start)
+                logits = _run_cached(ctx, _Batch(rows, rows_ops, start))
             results.append((torch.tensor(idx), score(logits, rows.cpu())))
     return _assemble(results, len(patches))
 
@@ -213,50 +213,59 @@ def _take(t: torch.Tensor, rows: torch.Tensor, n_base: int) -> torch.Tensor:
     return t.index_select(0, rows)
 
 
-def _prefix_cache(ctx: _Context, start: int, rows_per_layer: Sequence[torch.Tensor]):
-    """A Hugging Face cache holding the base run's keys/values of positions < start, layer l expanded over the
-    rows ``rows_per_layer[l]`` (a layer's batch is the rows that have joined by then)."""
+@dataclass(frozen=True)
+class _Batch:
+    """One forward run of rows, as both runners take it."""
+
+    base_rows: torch.Tensor  # the base row each row starts from [rows]
+    rows_ops: Sequence[Sequence[CompiledOp]]  # each row's compiled interventions
+    start: int  # the first position run (earlier ones come from the base run's keys/values)
+    joins: Sequence[int] = ()  # layered runs: the stream point each row joins at (rows sorted by it)
+    record: frozenset[Site] = frozenset()  # sites whose values the base run keeps (``ctx.post``)
+    base_run: bool = False  # the base run itself: record the streams, keys/values and final states into ``ctx``
+
+
+def _batch_cache(ctx: _Context, batch: _Batch, rows_per_layer: Sequence[torch.Tensor]):
+    """The cache a run starts from: an empty one to fill (the base run), the base run's keys/values of positions
+    < start (layer l's over the rows ``rows_per_layer[l]``), or ``None`` when the run starts at position 0."""
     from transformers import DynamicCache
 
+    if batch.base_run:
+        return DynamicCache()
+    if batch.start == 0:
+        return None
     data = []
     for layer, rows in enumerate(rows_per_layer):
         rows = rows if len(rows) else rows.new_zeros(1)
-        k = _take(ctx.keys[layer][:, :, :start], rows, ctx.n_base)
-        v = _take(ctx.values[layer][:, :, :start], rows, ctx.n_base)
+        k = _take(ctx.keys[layer][:, :, : batch.start], rows, ctx.n_base)
+        v = _take(ctx.values[layer][:, :, : batch.start], rows, ctx.n_base)
         data.append((k, v))
     return DynamicCache(ddp_cache_data=data)
 
 
-def _run_layered(
-    ctx: _Context,
-    joins: Sequence[int],
-    base_rows: torch.Tensor,
-    rows_ops: Sequence[Sequence[CompiledOp]],
-    start: int,
-    record_sites: frozenset[Site] = frozenset(),
-    base_run: bool = False,
-) -> torch.Tensor:
-    """Run rows (sorted by the stream point ``joins[r]`` they join at) through the decoder layer by layer, over
-    positions >= ``start``; returns logits [rows, len(read), vocab] at the read positions.
+def _keep_base(ctx: _Context, cache, recorded: dict[Site, torch.Tensor]) -> None:
+    """Keep the base run's keys/values (from its ``cache``) and its recorded site values in ``ctx``."""
+    ctx.keys = [layer.keys for layer in cache.layers]
+    ctx.values = [layer.values for layer in cache.layers]
+    ctx.post.update(recorded)
 
-    With ``base_run`` it instead records the raw stream values, keys/values and final states into ``ctx``."""
+
+def _run_layered(ctx: _Context, batch: _Batch) -> torch.Tensor:
+    """Run rows (sorted by the stream point ``batch.joins[r]`` they join at) through the decoder layer by layer,
+    over positions >= ``batch.start``; returns logits [rows, len(read), vocab] at the read positions.
+
+    With ``batch.base_run`` it instead records the raw stream values, keys/values and final states into ``ctx``."""
+    base_rows, start, record_sites, base_run = batch.base_rows, batch.start, batch.record, batch.base_run
     model, adapter, spec = ctx.model, ctx.adapter, ctx.model.spec
     hf, n_layers, seq = model.hf, spec.n_layers, ctx.seq
     device = ctx.ids.device
     blocks = spec.blocks(hf)
     query = seq - start
     positions = torch.arange(start, seq, device=device)[None]
-    plans = build_plans(rows_ops, start)
-    joins_t = torch.tensor(list(joins))
+    plans = build_plans(batch.rows_ops, start)
+    joins_t = torch.tensor(list(batch.joins))
     active = [int((joins_t <= j).sum()) for j in range(n_layers + 1)]  # rows joined by stream point j
-    if base_run:
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-    elif start > 0:
-        cache = _prefix_cache(ctx, start, [base_rows[: active[j]] for j in range(n_layers)])
-    else:
-        cache = None
+    cache = _batch_cache(ctx, batch, [base_rows[: active[j]] for j in range(n_layers)])
     like = torch.empty(ctx.n_base, query, spec.d_model, dtype=ctx.dtype, device=device)
     mask2d = ctx.mask2d
     kwargs = adapter.layer_kwargs(hf, like, mask2d, cache, positions)
@@ -305,10 +314,8 @@ def _run_layered(
         else:
             x = blocks[j](x, cache=cache, **kw)
     if base_run:
-        ctx.keys = [layer.keys for layer in cache.layers]
-        ctx.values = [layer.values for layer in cache.layers]
+        _keep_base(ctx, cache, recorded)
         ctx.final = x
-        ctx.post.update(recorded)
     read = []
     for r in ctx.read:
         if r >= start:
@@ -318,27 +325,14 @@ def _run_layered(
     return adapter.logits(hf, spec, torch.stack(read, 1))
 
 
-def _run_cached(
-    ctx: _Context,
-    base_rows: torch.Tensor,
-    rows_ops: Sequence[Sequence[CompiledOp]],
-    start: int,
-    record_sites: frozenset[Site] = frozenset(),
-    base_run: bool = False,
-) -> torch.Tensor:
-    """The position half alone (any model with a cache): a forward pass over positions >= ``start`` with the base
-    run's keys/values of the earlier positions; logits [rows, len(read), vocab]."""
-    from transformers import DynamicCache
-
+def _run_cached(ctx: _Context, batch: _Batch) -> torch.Tensor:
+    """The position half alone (any model with a cache): a forward pass over positions >= ``batch.start`` with the
+    base run's keys/values of the earlier positions; logits [rows, len(read), vocab]."""
+    base_rows, start, record_sites = batch.base_rows, batch.start, batch.record
     model, n_layers, seq = ctx.model, ctx.model.spec.n_layers, ctx.seq
     device = ctx.ids.device
-    plans = build_plans(rows_ops, start)
-    if base_run:
-        cache = DynamicCache()
-    elif start > 0:
-        cache = _prefix_cache(ctx, start, [base_rows] * n_layers)
-    else:
-        cache = None
+    plans = build_plans(batch.rows_ops, start)
+    cache = _batch_cache(ctx, batch, [base_rows] * n_layers)
     read_here = [r - start for r in ctx.read if r >= start]
     inputs = {
         "input_ids": _take(ctx.ids, base_rows, ctx.n_base)[:, start:],
@@ -352,10 +346,8 @@ def _run_cached(
     recorded: dict[Site, torch.Tensor] = {}
     with _plan_hooks(model, plans, list(set(plans) | set(record_sites)), recorded, record_sites):
         logits = model.hf(**inputs).logits
-    if base_run:
-        ctx.keys = [layer.keys for layer in cache.layers]
-        ctx.values = [layer.values for layer in cache.layers]
-        ctx.post.update(recorded)
+    if batch.base_run:
+        _keep_base(ctx, cache, recorded)
         return logits
     out, i = [], 0
     for r in ctx.read:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from typing import TypedDict, Unpack
 
 import torch
 
@@ -16,6 +17,17 @@ from locedit.patching.engine import Method, Score, run_sweep
 from locedit.patching.plan import Patch, PatchLike, RowView, as_patch, row_view
 
 Metric = Callable[..., torch.Tensor]
+
+
+class SweepOptions(TypedDict, total=False):
+    """How a sweep runs, for the functions built on :func:`sweep` that pass these on (see :func:`sweep` for each
+    option and its default)."""
+
+    read_positions: int | Sequence[int]
+    dtype: torch.dtype | None
+    method: Method
+    batch_size: int | None
+    skip_noops: bool
 
 
 def sweep(
@@ -180,20 +192,23 @@ def activation_patching_grid(
     site: str = "resid_post",
     layers: Sequence[int] | None = None,
     positions: Sequence[int] | None = None,
-    read_positions: int | Sequence[int] = (-1,),
-    dtype: torch.dtype | None = None,
-    method: Method = "incremental",
-    batch_size: int | None = None,
-    skip_noops: bool = True,
+    **options: Unpack[SweepOptions],
 ) -> torch.Tensor:
     """Patch the clean run's ``site`` into the corrupted run at every (layer, position): ``metric`` of each, as a
     grid [layers, positions] ([layers, positions, heads] for ``site="q"`` or ``"z"``, [layers, positions, kv_heads]
-    for ``"k"`` or ``"v"``: one head at a time).
+    for ``"k"`` or ``"v"``: one head at a time). ``options`` are :func:`sweep`'s (``read_positions``, ``dtype``,
+    ``method``, ``batch_size``, ``skip_noops``), with its defaults.
 
     ``clean`` and ``corrupt`` must have the same number of tokens. In bfloat16 the grid's probabilities move by a
     few hundredths against float32: fine to see where the effect is, not to compare effects that differ by less.
     """
-    run = as_dtype(model, dtype)
+    unknown = sorted(set(options) - set(SweepOptions.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"activation_patching_grid got unknown options {unknown}: it takes site, layers, positions and "
+            f"sweep's {', '.join(SweepOptions.__annotations__)}"
+        )
+    run = as_dtype(model, options.pop("dtype", None))
     clean_in, corrupt_in = _encode(run, clean), _encode(run, corrupt)
     if clean_in["input_ids"].shape != corrupt_in["input_ids"].shape or clean_in["input_ids"].shape[0] != 1:
         raise ValueError(
@@ -214,15 +229,6 @@ def activation_patching_grid(
         for p in positions
         for h in heads
     ]
-    out = sweep(
-        run,
-        corrupt_in,
-        patches,
-        metric,
-        read_positions=read_positions,
-        method=method,
-        batch_size=batch_size,
-        skip_noops=skip_noops,
-    )
+    out = sweep(run, corrupt_in, patches, metric, **options)
     shape = (len(layers), len(positions)) + ((len(heads),) if per_head else ())
     return out.reshape(*shape, *out.shape[1:])
