@@ -203,28 +203,22 @@ display(
 # |---|---|---|---|
 # | 1 | logits | residual stream | name movers (+), negative name movers (−) |
 # | 2 | stage-1 movers | query | S-inhibition |
-# | 3 | stage-2 inhibition heads | value (key) | induction, duplicate-token |
+# | 3 | stage-2 inhibition heads | value | induction, duplicate-token |
 # | 4 | stage-3 induction heads | key | previous-token |
 #
 # SmolLM2 uses grouped-query attention: 9 query heads share 3 key/value heads per layer, so a key or value receiver
-# is a KV *group* of 3 query heads, not a single head. When the library's path patching does not offer a component
-# yet, the stage falls back to the receivers' outputs $z$ and says so (the column *used* below).
+# is a KV *group* of 3 query heads, not a single head. The column *used* below names each stage's receiver.
 
 
 # %%
-def stage_effects(clean, corrupt, receivers, components=("z",)):
-    """Path-patching effects [n_layers, n_heads] to ``receivers``, with the first component the library supports."""
+def stage_effects(clean, corrupt, receivers, component="z"):
+    """Path-patching effects [n_layers, n_heads] to ``receivers``' ``component`` (or to the logits)."""
     if receivers == "logits":
         return path_patching(model, clean, corrupt), "logits"
     receivers = [r for r in receivers if r[0] > 0]  # a head of layer 0 has no sender below it
     if not receivers:
         return torch.full((spec.n_layers, spec.n_heads), float("nan")), "none (no receiver above layer 0)"
-    for comp in components:
-        try:
-            return path_patching(model, clean, corrupt, receivers=receivers, component=comp), comp
-        except NotImplementedError:
-            continue
-    return path_patching(model, clean, corrupt, receivers=receivers, component="z"), "z (fallback)"
+    return path_patching(model, clean, corrupt, receivers=receivers, component=component), component
 
 
 def run_stages(clean, corrupt, classify_stage3):
@@ -232,14 +226,14 @@ def run_stages(clean, corrupt, classify_stage3):
     effects, used, recv = {}, {}, {}
     effects["movers"], used["movers"] = stage_effects(clean, corrupt, "logits")
     recv["inhibition"] = top_heads(effects["movers"], fraction, "positive") or top_heads(effects["movers"], fraction)
-    effects["inhibition"], used["inhibition"] = stage_effects(clean, corrupt, recv["inhibition"], ("q",))
+    effects["inhibition"], used["inhibition"] = stage_effects(clean, corrupt, recv["inhibition"], "q")
     recv["induction"] = top_heads(effects["inhibition"], fraction, "positive") or top_heads(
         effects["inhibition"], fraction
     )
-    effects["induction"], used["induction"] = stage_effects(clean, corrupt, recv["induction"], ("v", "k"))
+    effects["induction"], used["induction"] = stage_effects(clean, corrupt, recv["induction"], "v")
     stage3 = top_heads(effects["induction"], fraction, "positive") or top_heads(effects["induction"], fraction)
     recv["previous"] = classify_stage3(stage3)
-    effects["previous"], used["previous"] = stage_effects(clean, corrupt, recv["previous"], ("k",))
+    effects["previous"], used["previous"] = stage_effects(clean, corrupt, recv["previous"], "k")
     return effects, used, recv
 
 
