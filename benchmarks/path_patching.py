@@ -12,8 +12,8 @@ version, and our plain reference.
   nnsight's API (the sender's to the corrupted run's, every other head's to the clean run's). Timed on
   ``--peer-senders`` senders spread over the layers and extrapolated linearly to all heads (each sender is one
   identical full forward pass); its logit differences are compared with ours on those senders (to 1e-4).
-- Reference: ``path_patching_reference`` (the same method with plain hooks), on ``--reference-senders`` senders,
-  extrapolated and compared likewise.
+- Reference: ``path_patching_logit_diffs(..., method="reference")`` (the same method with plain hooks), on
+  ``--reference-senders`` senders, extrapolated and compared likewise.
 - Floor: the matmul GFLOP the method cannot skip (the two plain passes over every prompt; per row, the sender
   layer's ``o_proj`` and the MLP of every layer from the sender's up; the two answer rows), divided by this CPU's
   matmul speed at the model's shapes measured in the same run (``[2048, d_model] @ [d_model, d_mlp]``, best of 20,
@@ -115,7 +115,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from locedit import load_model
-    from locedit.circuits import IOI_TEMPLATES, ioi, path_patching_logit_diffs, path_patching_reference
+    from locedit.circuits import IOI_TEMPLATES, ioi, path_patching_logit_diffs
 
     model = load_model(args.model, device="cpu", dtype=torch.float32)
     spec = model.spec
@@ -200,7 +200,7 @@ def main() -> None:
         peer(
             "reference",
             args.reference_senders,
-            lambda s: (path_patching_reference(model, data, flipped, senders=s).patched, 0.0),
+            lambda s: (path_patching_logit_diffs(model, data, flipped, senders=s, method="reference").patched, 0.0),
         )
 
     gflop = floor_gflop(spec, lengths, senders)

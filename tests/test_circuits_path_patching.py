@@ -12,7 +12,7 @@ import torch
 
 from conftest import TINY_VOCAB, tiny_model
 from locedit.circuits import IOI_TEMPLATES as ioi_templates
-from locedit.circuits import ioi, path_patching, path_patching_logit_diffs, path_patching_reference
+from locedit.circuits import ioi, path_patching, path_patching_logit_diffs
 
 TOL = 1e-4  # float32, on logit differences and on effects
 
@@ -48,7 +48,9 @@ def tiny(request):
 def test_engine_matches_reference_on_tiny_models(tiny, receivers, component):
     clean, corrupt, answers = _tiny_task()
     fast = path_patching_logit_diffs(tiny, clean, corrupt, answers, receivers=receivers, component=component)
-    ref = path_patching_reference(tiny, clean, corrupt, answers, receivers=receivers, component=component)
+    ref = path_patching_logit_diffs(
+        tiny, clean, corrupt, answers, receivers=receivers, component=component, method="reference"
+    )
     _agree(fast, ref)
     n_senders = 2 * tiny.spec.n_heads if receivers == "logits" else tiny.spec.n_heads
     assert fast.patched.shape == (4, n_senders)
@@ -67,7 +69,12 @@ def test_other_families_match_reference(family):
     clean, corrupt, answers = _tiny_task(seed=3)
     for receivers, component in [("logits", "z"), ([(1, 0), (1, 3)], "z"), ([(1, 1)], "q"), ([(1, 2)], "v")]:
         fast = path_patching_logit_diffs(model, clean, corrupt, answers, receivers=receivers, component=component)
-        _agree(fast, path_patching_reference(model, clean, corrupt, answers, receivers=receivers, component=component))
+        _agree(
+            fast,
+            path_patching_logit_diffs(
+                model, clean, corrupt, answers, receivers=receivers, component=component, method="reference"
+            ),
+        )
 
 
 def test_kv_receivers_are_per_kv_group():
@@ -80,7 +87,9 @@ def test_kv_receivers_are_per_kv_group():
     other = path_patching_logit_diffs(model, clean, corrupt, answers, receivers=[(1, 2)], component="k")
     assert torch.equal(one.patched, both.patched)
     assert (one.patched - other.patched).abs().max() > 1e-4
-    ref = path_patching_reference(model, clean, corrupt, answers, receivers=[(1, 1), (1, 0)], component="k")
+    ref = path_patching_logit_diffs(
+        model, clean, corrupt, answers, receivers=[(1, 1), (1, 0)], component="k", method="reference"
+    )
     _agree(both, ref)
 
 
@@ -91,7 +100,7 @@ def test_prompts_of_different_lengths_are_grouped(tiny):
     answers = torch.cat([a1, a2])
     senders = [(0, 1), (1, 3)]
     fast = path_patching_logit_diffs(tiny, clean, corrupt, answers, senders=senders)
-    _agree(fast, path_patching_reference(tiny, clean, corrupt, answers, senders=senders))
+    _agree(fast, path_patching_logit_diffs(tiny, clean, corrupt, answers, senders=senders, method="reference"))
     alone = path_patching_logit_diffs(tiny, c2, x2, a2, senders=senders)
     assert torch.allclose(fast.patched[2:], alone.patched, atol=TOL)
 
@@ -146,12 +155,14 @@ def test_smollm2_ioi_matches_reference(smollm2):
     flipped = d.corrupted()
     senders = [(0, 0), (9, 3), (21, 8), (29, 4)]
     fast = path_patching_logit_diffs(smollm2, d, flipped, senders=senders)
-    _agree(fast, path_patching_reference(smollm2, d, flipped, senders=senders))
+    _agree(fast, path_patching_logit_diffs(smollm2, d, flipped, senders=senders, method="reference"))
     assert (fast.clean > 0).all() and (fast.corrupt < fast.clean).all()
     recv = [(25, 4), (27, 0)]
     for component in ("z", "q", "k", "v"):
         fast = path_patching_logit_diffs(smollm2, d, flipped, receivers=recv, component=component, senders=senders[1:3])
-        ref = path_patching_reference(smollm2, d, flipped, receivers=recv, component=component, senders=senders[1:3])
+        ref = path_patching_logit_diffs(
+            smollm2, d, flipped, receivers=recv, component=component, senders=senders[1:3], method="reference"
+        )
         _agree(fast, ref)
 
 

@@ -53,7 +53,6 @@ from locedit.circuits.path_patching import (
     PathLogitDiffs,
     path_patching,
     path_patching_logit_diffs,
-    path_patching_reference,
 )
 
 __all__ = [
@@ -82,7 +81,6 @@ __all__ = [
     "overlap_test",
     "path_patching",
     "path_patching_logit_diffs",
-    "path_patching_reference",
     "previous_token_score",
     "spearman",
     "stagewise_overlap_test",

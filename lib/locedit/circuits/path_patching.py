@@ -37,7 +37,7 @@ pass over the last position of every prompt × sender row at once (:mod:`locedit
 the logits through the two answer rows of the unembedding. Run 2 of ``z`` receivers (which need the receiver's
 attention over the earlier positions) and run 3 run on the patching engine (:func:`locedit.patching.sweep`), from
 the receiver's layer up at the last position only, with the clean run's keys and values of the earlier positions.
-:func:`path_patching_reference` is the plain version (ordinary full forward passes under
+``method="reference"`` runs the plain version instead (ordinary full forward passes under
 :func:`locedit.hooks.patch`, every head frozen at every layer, one sender at a time, all prompts as batch rows) that
 the tests compare it with.
 
@@ -227,7 +227,7 @@ def path_patching_logit_diffs(
     component: str = "z",
     senders: Sequence[Head] | None = None,
     dtype: torch.dtype | None = None,
-    method: Literal["incremental", "cached", "full"] = "incremental",
+    method: Literal["incremental", "cached", "full", "reference"] = "incremental",
     batch_size: int | None = None,
     rows_per_call: int = 4096,
 ) -> PathLogitDiffs:
@@ -247,11 +247,14 @@ def path_patching_logit_diffs(
         senders: (layer, head) pairs (default: every head below the lowest receiver; all heads for the logits).
         dtype: run in this dtype (``torch.bfloat16``: a cached copy of the model).
         method, batch_size: the engine's, for the runs on it (:func:`locedit.patching.sweep`; receivers other than
-            the logits).
+            the logits); ``method="reference"``: the plain version instead (see :func:`_reference`; slow, for tests
+            and benchmarks; ``batch_size`` and ``rows_per_call`` do not apply).
         rows_per_call: prompts × senders rows per decoder-block call of the fast pass (bounds its memory).
     """
     run = as_dtype(model, dtype)
     recv, send = _plan(run, receivers, component, senders)
+    if method == "reference":
+        return _reference(run, recv, send, component, clean, corrupt, answers)
     n, groups = prompt_pairs(run, clean, corrupt, answers, PROMPTS_PER_RUN)
     rec = record_last_position(run, n, groups, sorted({layer for layer, _ in send}))
     n_layers = run.spec.n_layers
@@ -297,22 +300,12 @@ def path_patching(
 # --- the reference -----------------------------------------------------------------------------------------------
 
 
-def path_patching_reference(
-    model: Model,
-    clean: Any,
-    corrupt: Any,
-    answers: Any = None,
-    *,
-    receivers: Receivers = "logits",
-    component: str = "z",
-    senders: Sequence[Head] | None = None,
-    dtype: torch.dtype | None = None,
+def _reference(
+    run: Model, recv: list[Head] | None, send: list[Head], component: str, clean: Any, corrupt: Any, answers: Any
 ) -> PathLogitDiffs:
-    """The plain reference of :func:`path_patching_logit_diffs`: for one sender at a time, all prompts of a length
-    as batch rows, ordinary full forward passes under :func:`locedit.hooks.patch`, with every other head frozen at
-    every layer (below the sender too) and nothing skipped. Slow; for tests and benchmarks."""
-    run = as_dtype(model, dtype)
-    recv, send = _plan(run, receivers, component, senders)
+    """The plain version of :func:`path_patching_logit_diffs` (its ``method="reference"``): for one sender at a
+    time, all prompts of a length as batch rows, ordinary full forward passes under :func:`locedit.hooks.patch`,
+    with every other head frozen at every layer (below the sender too) and nothing skipped."""
     n, groups = prompt_pairs(run, clean, corrupt, answers, 256)
     n_layers, n_heads = run.spec.n_layers, run.spec.n_heads
     z_sites = [Site("z", layer) for layer in range(n_layers)]
