@@ -67,6 +67,8 @@ def test_composition_of_a_hand_built_circuit():
         assert sum(row(rows, layer, m)["param_share"] for m in MODULES) == pytest.approx(1)
         assert sum(row(rows, layer, m)["units"] for m in MODULES) == row(rows, layer, "all")["units"]
     assert composition(c, by_layer=False) == rows[-4:]
+    with pytest.raises(TypeError, match="Circuit"):
+        composition(c.masks)
 
 
 def test_composition_counts_a_kv_group_once_and_handles_an_empty_layer():
