@@ -25,7 +25,10 @@ from locedit.arch import (
 from locedit.models import Model
 from locedit.patching import activation_patching_grid
 
-BLOCK_RELATIVE = ("attn", "attn_out", "attn_o_proj", "mlp", "mlp_out", "mlp_up", "mlp_gate", "mlp_down", "mlp_act_fn")
+BLOCK_RELATIVE = (
+    "attn", "attn_out", "attn_o_proj", "mlp", "mlp_out", "mlp_up", "mlp_gate", "mlp_down", "mlp_act_fn", "attn_norm",
+    "mlp_norm",
+)  # fmt: skip
 ROOT = ("blocks", "embed", "final_norm", "unembed")
 
 
@@ -113,6 +116,46 @@ def _check_shapes(spec, hf):
         assert spec.part(hf, "final_norm")(x).shape == x.shape
 
 
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_norm_fields_are_the_norms_feeding_attention_and_mlp(family):
+    """attn_norm / mlp_norm are d_model norms of each block whose outputs are exactly what attention and the MLP
+    read (pre-norm blocks); GPT-J's one norm feeds both."""
+    model = tiny_model(family)
+    spec, hf = model.spec, model.hf
+    seen: dict[str, torch.Tensor] = {}
+
+    def reader(name: str):
+        def hook(_module, args, kwargs):
+            seen[name] = args[0] if args else kwargs["hidden_states"]
+
+        return hook
+
+    def writer(name: str):
+        def hook(_module, _args, output):
+            seen[name] = output
+
+        return hook
+
+    hooks = [
+        spec.part(hf, "attn", 0).register_forward_pre_hook(reader("attn"), with_kwargs=True),
+        spec.part(hf, "mlp", 0).register_forward_pre_hook(reader("mlp"), with_kwargs=True),
+        spec.part(hf, "attn_norm", 0).register_forward_hook(writer("attn_norm")),
+        spec.part(hf, "mlp_norm", 0).register_forward_hook(writer("mlp_norm")),
+    ]
+    try:
+        with torch.no_grad():
+            hf(**tiny_inputs(batch=1, seq=5))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name in ("attn_norm", "mlp_norm"):
+        assert spec.part(hf, name, 0).weight.shape == (spec.d_model,)
+    assert torch.equal(seen["attn_norm"], seen["attn"])
+    assert torch.equal(seen["mlp_norm"], seen["mlp"])
+    assert (spec.table.mlp_norm == spec.table.attn_norm) == (family == "gptj")
+    assert spec.table.norm_gain_offset == (1.0 if family == "gemma3_text" else 0.0)
+
+
 def test_kv_heads_read_from_config():
     spec = tiny_model("llama").spec
     assert (spec.n_heads, spec.n_kv_heads) == (4, 2)
@@ -127,7 +170,7 @@ def test_family_flags():
         assert isinstance(table, FamilyTable)
         for field in fields(FamilyTable):
             value = getattr(table, field.name)
-            assert value is None or isinstance(value, (str, bool)), field.name
+            assert value is None or isinstance(value, (str, bool, float)), field.name
 
 
 def _assert_unsupported(err: pytest.ExceptionInfo, family: str) -> None:

@@ -33,9 +33,11 @@ Methods (may import the foundations and the methods listed):
                   word classes of a concept trace, input abstraction                         (tracing, tokens)
     circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching
                   (frozen_run: its fast last-position pass), heads (top-k% circuits, overlap vs random,
-                  Spearman), intervention (attention steering)
+                  Spearman), intervention (attention steering), units (circuits of neurons, heads and norm
+                  elements: unit masks, pruned weights)
                                                                                                      (patching)
-    data/         the book's facts, relation templates, CounterFact / known_1000 loaders
+    data/         the book's facts, relation templates, CounterFact / known_1000 loaders; classification tasks
+                  (hierarchy, agreement, persona) and the hierarchy edit requests
     results       the chapters' results files (strict JSON), claims with their criteria, verdicts    (files)
     scorecard     the reproduction scorecard: book page, README table, a chapter's claims table    (results)
 Views (import only models, arch and each other; a chapter composes them with the methods):

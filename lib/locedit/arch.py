@@ -131,6 +131,10 @@ class FamilyTable:
     mlp_gate: str | None  # block-relative; None for ungated MLPs
     mlp_down: str  # block-relative; input = neuron activations (ROME's key), output = value
     mlp_act_fn: str  # block-relative
+    # block-relative; the norms whose outputs enter attention and the MLP (the "norm" units of
+    # locedit.circuits.units). A parallel block with one norm for both (GPT-J) names it twice.
+    attn_norm: str
+    mlp_norm: str
     # block-relative; outputs = queries, keys, values [.., heads * head_dim] (one module for all three if fused)
     attn_q: str | None = None
     attn_k: str | None = None
@@ -146,6 +150,8 @@ class FamilyTable:
     rotary: Literal["none", "half", "interleaved", "partial_half"] = "half"
     weights_transposed: bool = False  # GPT-2's Conv1D stores weights as [in, out]
     parallel_attn_mlp: bool = False  # attention and MLP read the same residual (GPT-J, GPT-NeoX)
+    # the norms multiply by (offset + weight): 1 for Gemma's RMSNorm (a zero weight is a gain of 1), 0 elsewhere
+    norm_gain_offset: float = 0.0
 
 
 _LLAMA_LIKE = FamilyTable(
@@ -162,6 +168,8 @@ _LLAMA_LIKE = FamilyTable(
     mlp_gate="mlp.gate_proj",
     mlp_down="mlp.down_proj",
     mlp_act_fn="mlp.act_fn",
+    attn_norm="input_layernorm",
+    mlp_norm="post_attention_layernorm",
     attn_q="self_attn.q_proj",
     attn_k="self_attn.k_proj",
     attn_v="self_attn.v_proj",
@@ -173,6 +181,7 @@ def _gpt_like(
     names: tuple[str, str, str],
     attn: str,
     projections: tuple[str, str, str, str],
+    norms: tuple[str, str],
     **rest,
 ) -> FamilyTable:
     """The table of a GPT-style family (GPT-2, GPT-J, GPT-NeoX): an ungated MLP at ``mlp`` with activation
@@ -180,9 +189,11 @@ def _gpt_like(
 
     ``names`` are the blocks, the token embedding and the final norm under ``root``; ``projections`` the attention
     output, MLP up and MLP down projections and the q/k/v projection(s): one name for a fused projection, else its
-    ``{}`` is filled with ``q``, ``k`` and ``v``. ``rest`` sets the other :class:`FamilyTable` fields.
+    ``{}`` is filled with ``q``, ``k`` and ``v``; ``norms`` the block-relative pre-attention and pre-MLP norms.
+    ``rest`` sets the other :class:`FamilyTable` fields.
     """
     o_proj, up, down, qkv = projections
+    attn_norm, mlp_norm = norms
     blocks, embed, final_norm = (f"{root}.{name}" for name in names)
     return FamilyTable(
         blocks=blocks,
@@ -198,6 +209,8 @@ def _gpt_like(
         mlp_gate=None,
         mlp_down=f"mlp.{down}",
         mlp_act_fn="mlp.act",
+        attn_norm=attn_norm,
+        mlp_norm=mlp_norm,
         attn_q=f"{attn}.{qkv.format('q')}",
         attn_k=f"{attn}.{qkv.format('k')}",
         attn_v=f"{attn}.{qkv.format('v')}",
@@ -206,17 +219,17 @@ def _gpt_like(
 
 
 _GPT2 = _gpt_like(
-    "transformer", ("h", "wte", "ln_f"), "attn", ("c_proj", "c_fc", "c_proj", "c_attn"),
+    "transformer", ("h", "wte", "ln_f"), "attn", ("c_proj", "c_fc", "c_proj", "c_attn"), ("ln_1", "ln_2"),
     qkv_fused="parts", rotary="none", weights_transposed=True,
 )  # fmt: skip
 _GPTJ = _gpt_like(
-    "transformer", ("h", "wte", "ln_f"), "attn", ("out_proj", "fc_in", "fc_out", "{}_proj"),
+    "transformer", ("h", "wte", "ln_f"), "attn", ("out_proj", "fc_in", "fc_out", "{}_proj"), ("ln_1", "ln_1"),
     rotary="interleaved", parallel_attn_mlp=True,
 )  # fmt: skip
 # GPT-NeoX's unembedding was "embed_out" before transformers 5; checkpoints are renamed on load
 _GPT_NEOX = _gpt_like(
     "gpt_neox", ("layers", "embed_in", "final_layer_norm"), "attention",
-    ("dense", "dense_h_to_4h", "dense_4h_to_h", "query_key_value"),
+    ("dense", "dense_h_to_4h", "dense_4h_to_h", "query_key_value"), ("input_layernorm", "post_attention_layernorm"),
     qkv_fused="heads", rotary="partial_half", parallel_attn_mlp=True,
 )  # fmt: skip
 
@@ -225,11 +238,13 @@ FAMILIES: dict[str, FamilyTable] = {
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     # Gemma 3 adds a norm after attention and after the MLP (their outputs are what enters the stream) and per-head
-    # norms of queries and keys
+    # norms of queries and keys; its pre-MLP norm is pre_feedforward_layernorm, and its norms' gains are 1 + weight
     "gemma3_text": replace(
         _LLAMA_LIKE,
         attn_out="post_attention_layernorm",
         mlp_out="post_feedforward_layernorm",
+        mlp_norm="pre_feedforward_layernorm",
+        norm_gain_offset=1.0,
         attn_q_norm="self_attn.q_norm",
         attn_k_norm="self_attn.k_norm",
     ),

@@ -22,6 +22,13 @@
   signatures of head classes (attention from one position to others, previous-token scores);
 - :mod:`~locedit.circuits.intervention`: heads made to attend uniformly to chosen tokens at the last position
   (the paper's steering on Colored Objects), accuracy before / after, new mistakes, per-head effects.
+
+Chapter 5 (circuits meet knowledge editing, Ge et al. 2024):
+
+- :mod:`~locedit.circuits.units`: circuits as sets of structured units (MLP neurons, attention heads, norm gain
+  elements), their exact parameter counts and densities, random circuits of a given density, unit masks (hooks
+  that multiply the units' sites) and the pruned "circuit model" (weights outside the circuit zeroed, restored
+  exactly).
 """
 
 from __future__ import annotations
@@ -54,9 +61,31 @@ from locedit.circuits.path_patching import (
     path_patching,
     path_patching_logit_diffs,
 )
+from locedit.circuits.units import (
+    UNIT_KINDS,
+    Circuit,
+    UnitLayout,
+    empty_circuit,
+    full_circuit,
+    parameter_masks,
+    pruned,
+    random_circuit,
+    unit_layout,
+    unit_masks,
+)
 
 __all__ = [
     "COLORS",
+    "UNIT_KINDS",
+    "Circuit",
+    "UnitLayout",
+    "empty_circuit",
+    "full_circuit",
+    "parameter_masks",
+    "pruned",
+    "random_circuit",
+    "unit_layout",
+    "unit_masks",
     "IOI_TEMPLATES",
     "NAMES",
     "OBJECTS",
