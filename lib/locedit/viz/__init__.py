@@ -35,6 +35,7 @@ from locedit.viz.style import (
     show_token,
     to_numpy,
 )
+from locedit.viz.unit_circuits import composition_figure, density_sweep_figure, jaccard_heatmap, mask_training_figure
 
 __all__ = [
     "MODEBAR_HEIGHT",
@@ -42,9 +43,13 @@ __all__ = [
     "TOP_MARGIN",
     "attention_matrices_figure",
     "attention_rows_figure",
+    "composition_figure",
+    "density_sweep_figure",
+    "jaccard_heatmap",
     "layer_curve",
     "layer_token_heatmap",
     "lens_heatmap",
+    "mask_training_figure",
     "overlap_figure",
     "overlap_sweep_figure",
     "plot_title",
