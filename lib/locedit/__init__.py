@@ -41,7 +41,9 @@ Methods (may import the foundations and the methods listed):
     results       the chapters' results files (strict JSON), claims with their criteria, verdicts    (files)
     scorecard     the reproduction scorecard: book page, README table, a chapter's claims table    (results)
 Views (import only models, arch and each other; a chapter composes them with the methods):
-    viz           figures (plotly heat maps, layer curves)
+    viz/          figures: style (template, token labels, titles), heatmaps (layer x position grids, logit lens),
+                  curves (one value per layer), heads (attention heads, head-circuit overlaps), unit_circuits:
+                  a circuit's composition by layer, density sweeps, Jaccard maps, mask training
     widgets       ipywidgets explorers and the neuron browser                                        (viz)
 """
 
