@@ -37,7 +37,8 @@ Methods (may import the foundations and the methods listed):
                   elements: unit masks, pruned weights), classifier (a task's score head), masks (learned
                   unit masks: circuit discovery)
                                                                                                      (patching)
-    data/         the book's facts, relation templates, CounterFact / known_1000 loaders
+    data/         the book's facts, relation templates, CounterFact / known_1000 loaders; classification tasks
+                  (hierarchy, agreement, persona) and the hierarchy edit requests
     results       the chapters' results files (strict JSON), claims with their criteria, verdicts    (files)
     scorecard     the reproduction scorecard: book page, README table, a chapter's claims table    (results)
 Views (import only models, arch and each other; a chapter composes them with the methods):
