@@ -35,7 +35,6 @@ import torch
 from locedit.circuits.classifier import (
     LabeledTexts,
     TaskHead,
-    accuracy,
     check_task,
     encode_texts,
     final_states,
@@ -111,15 +110,17 @@ class LearnedCircuit:
 
 
 def circuit_scores(model: Model, task: LabeledTexts, head: TaskHead, circuit: Circuit) -> CircuitScores:
-    """Faithfulness, circuit / complement / full-model accuracy of ``circuit`` on ``task``."""
+    """Faithfulness, circuit / complement / full-model accuracy of ``circuit`` on ``task`` (three passes)."""
     check_task(task)
+    labels = torch.tensor(list(task.labels))
     full = head_logits(model, head, task.texts).argmax(1)
     inside = head_logits(model, head, task.texts, circuit.masks).argmax(1)
+    outside = head_logits(model, head, task.texts, circuit.complement().masks).argmax(1)
     return CircuitScores(
         faithfulness=float((inside == full).float().mean()),
-        circuit_accuracy=accuracy(model, head, task, circuit),
-        complement_accuracy=accuracy(model, head, task, circuit.complement()),
-        full_accuracy=accuracy(model, head, task),
+        circuit_accuracy=float((inside == labels).float().mean()),
+        complement_accuracy=float((outside == labels).float().mean()),
+        full_accuracy=float((full == labels).float().mean()),
     )
 
 
