@@ -65,6 +65,7 @@ bench: setup
 	python benchmarks/rome.py
 	python benchmarks/path_patching.py
 	python benchmarks/concepts.py
+	python benchmarks/circuit_masks.py
 
 clean:
 	rm -rf executed book/_build

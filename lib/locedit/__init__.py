@@ -34,7 +34,8 @@ Methods (may import the foundations and the methods listed):
     circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching
                   (frozen_run: its fast last-position pass), heads (top-k% circuits, overlap vs random,
                   Spearman), intervention (attention steering), units (circuits of neurons, heads and norm
-                  elements: unit masks, pruned weights)
+                  elements: unit masks, pruned weights), classifier (a task's score head), masks (learned
+                  unit masks: circuit discovery)
                                                                                                      (patching)
     data/         the book's facts, relation templates, CounterFact / known_1000 loaders; classification tasks
                   (hierarchy, agreement, persona) and the hierarchy edit requests

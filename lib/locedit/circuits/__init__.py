@@ -29,11 +29,17 @@ Chapter 5 (circuits meet knowledge editing, Ge et al. 2024):
   elements), their exact parameter counts and densities, random circuits of a given density, unit masks (hooks
   that multiply the units' sites) and the pruned "circuit model" (weights outside the circuit zeroed, restored
   exactly).
+- :mod:`~locedit.circuits.classifier`: the two-way score head on the frozen model's last-token final state (the
+  paper's ``score`` layer), its logits and accuracy on a task, under a circuit;
+- :mod:`~locedit.circuits.masks`: circuit discovery with a hard-concrete mask over units (straight-through, a rising
+  sparsity weight, a stop at the target density), the paper's faithfulness / circuit / complement accuracy, runs
+  cached by content. (The classifier's ``accuracy`` is not re-exported: ``accuracy`` here is the IOI metric.)
 """
 
 from __future__ import annotations
 
 from locedit.circuits.attention import attention_patterns, force_attention
+from locedit.circuits.classifier import TaskHead, head_logits, last_token_states, train_head
 from locedit.circuits.colored_objects import COLORS, OBJECTS, ColoredObjects, colored_objects, load_colored_objects
 from locedit.circuits.heads import (
     OverlapTest,
@@ -55,6 +61,7 @@ from locedit.circuits.intervention import (
     steering_outcome,
 )
 from locedit.circuits.ioi import IOI_TEMPLATES, NAMES, IOIPrompts, ioi
+from locedit.circuits.masks import CircuitScores, LearnedCircuit, MaskSettings, circuit_scores, learn_circuit
 from locedit.circuits.metrics import accuracy, logit_diff
 from locedit.circuits.path_patching import (
     PathLogitDiffs,
@@ -75,6 +82,15 @@ from locedit.circuits.units import (
 )
 
 __all__ = [
+    "learn_circuit",
+    "circuit_scores",
+    "MaskSettings",
+    "LearnedCircuit",
+    "CircuitScores",
+    "train_head",
+    "last_token_states",
+    "head_logits",
+    "TaskHead",
     "COLORS",
     "UNIT_KINDS",
     "Circuit",
