@@ -34,8 +34,9 @@ Methods (may import the foundations and the methods listed):
     circuits/     IOI and Colored Objects tasks, attention patterns and forced attention, path patching
                   (frozen_run: its fast last-position pass), heads (top-k% circuits, overlap vs random,
                   Spearman), intervention (attention steering), units (circuits of neurons, heads and norm
-                  elements: unit masks, pruned weights)
-                                                                                                     (patching)
+                  elements: unit masks, pruned weights), circuit_editing (masked fine-tuning inside / outside
+                  a circuit, ROME at the circuit's densest / sparsest layer)
+                                                                                (patching, editing, evaluation)
     data/         the book's facts, relation templates, CounterFact / known_1000 loaders
     results       the chapters' results files (strict JSON), claims with their criteria, verdicts    (files)
     scorecard     the reproduction scorecard: book page, README table, a chapter's claims table    (results)

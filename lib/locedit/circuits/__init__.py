@@ -29,11 +29,22 @@ Chapter 5 (circuits meet knowledge editing, Ge et al. 2024):
   elements), their exact parameter counts and densities, random circuits of a given density, unit masks (hooks
   that multiply the units' sites) and the pruned "circuit model" (weights outside the circuit zeroed, restored
   exactly).
+- :mod:`~locedit.circuits.circuit_editing`: the paper's edit (SGD with gradients masked to a circuit, its
+  complement or any parameter masks, clamped around the originals, restored exactly after each request) and its
+  metric before / after; editing the pruned network; ROME at the circuit's densest vs sparsest MLP layer.
 """
 
 from __future__ import annotations
 
 from locedit.circuits.attention import attention_patterns, force_attention
+from locedit.circuits.circuit_editing import (
+    EditOutcome,
+    MaskedFTSettings,
+    edit_sweep,
+    masked_finetuned,
+    masked_ft,
+    rome_inside_outside,
+)
 from locedit.circuits.colored_objects import COLORS, OBJECTS, ColoredObjects, colored_objects, load_colored_objects
 from locedit.circuits.heads import (
     OverlapTest,
@@ -77,6 +88,12 @@ from locedit.circuits.units import (
 
 __all__ = [
     "COLORS",
+    "EditOutcome",
+    "MaskedFTSettings",
+    "edit_sweep",
+    "masked_finetuned",
+    "masked_ft",
+    "rome_inside_outside",
     "UNIT_KINDS",
     "Circuit",
     "UnitLayout",
