@@ -42,6 +42,7 @@ import torch
 from torch.nn import functional as F
 
 from locedit._checks import integer
+from locedit.circuits.masked_sgd import DenseEntries, FeatureEntries, entries_for
 from locedit.circuits.units import Circuit, parameter_masks, pruned
 from locedit.editing.common import Request, as_request
 from locedit.editing.edit import EditError, frozen, restoring
@@ -194,14 +195,11 @@ def _scores(model: Model, items: Sequence[_Item], when: str) -> list[_Scores]:
 
 @dataclass
 class _Trainable:
-    """The parameters an edit may move, their masks (``None``: every entry), originals and clamp bounds."""
+    """The parameters an edit may move (hf names), their masks (``None``: every entry) and how each is trained."""
 
     names: list[str]
-    params: list[torch.nn.Parameter]
     masks: list[torch.Tensor | None]
-    originals: list[torch.Tensor] = field(default_factory=list)
-    low: list[torch.Tensor] = field(default_factory=list)
-    high: list[torch.Tensor] = field(default_factory=list)
+    parts: list[DenseEntries | FeatureEntries]
 
 
 def _trainable(model: Model, param_masks: dict[str, torch.Tensor] | None) -> _Trainable:
@@ -210,12 +208,12 @@ def _trainable(model: Model, param_masks: dict[str, torch.Tensor] | None) -> _Tr
     if param_masks is None:
         prefix = model.spec.table.blocks + "."
         names = [n for n in params if n.startswith(prefix)]
-        return _Trainable(names, [params[n] for n in names], [None] * len(names))
+        return _Trainable(names, [None] * len(names), [DenseEntries(params[n], None) for n in names])
     if not isinstance(param_masks, dict):
         raise TypeError(
             f"param_masks must be a dict (parameter name → bool tensor) or None, got {type(param_masks).__name__}"
         )
-    names, kept, masks = [], [], []
+    names, masks = [], []
     for name, mask in param_masks.items():
         if name not in params:
             example = next((n for n in params if n.startswith(model.spec.table.blocks)), "")
@@ -232,14 +230,13 @@ def _trainable(model: Model, param_masks: dict[str, torch.Tensor] | None) -> _Tr
         if not bool(mask.any()):
             continue  # nothing of it moves: no gradient needed
         names.append(name)
-        kept.append(params[name])
-        masks.append(None if bool(mask.all()) else mask.to(params[name].device))
+        masks.append(None if bool(mask.all()) else mask)
     if not names:
         raise EditError(
             "param_masks lets no parameter entry move (an empty circuit, or masks all False): the edit could change "
             "nothing; pass a circuit with units in it, or param_masks=None to edit every block parameter"
         )
-    return _Trainable(names, kept, masks)
+    return _Trainable(names, masks, [entries_for(model, n, params[n], m) for n, m in zip(names, masks, strict=True)])
 
 
 def _check_inside(model: Model, trainable: _Trainable, within: Circuit) -> None:
@@ -248,7 +245,7 @@ def _check_inside(model: Model, trainable: _Trainable, within: Circuit) -> None:
     for name, mask in zip(trainable.names, trainable.masks, strict=True):
         if name not in inside:
             continue
-        movable = torch.ones_like(inside[name]) if mask is None else mask.cpu()
+        movable = torch.ones_like(inside[name]) if mask is None else mask.to(inside[name].device)
         if bool((movable & ~inside[name].cpu()).any()):
             raise EditError(
                 f"param_masks lets entries of {name!r} move that the pruned network sets to 0: edit a pruned network "
@@ -270,9 +267,9 @@ def _train(model: Model, item: _Item, trainable: _Trainable, settings: MaskedFTS
     ids = torch.tensor([item.prompt_ids + item.new_ids[:-1]], device=device)  # [1, prompt + target - 1]
     labels = torch.tensor(item.new_ids, device=device)  # [target]
     losses: list[float] = []
-    for p in trainable.params:
-        p.requires_grad_(True)
     try:
+        for part in trainable.parts:
+            part.start()
         for step in range(settings.steps):
             with torch.enable_grad():
                 logits = model.hf(input_ids=ids, logits_to_keep=len(labels), use_cache=False).logits[0]
@@ -285,42 +282,29 @@ def _train(model: Model, item: _Item, trainable: _Trainable, settings: MaskedFTS
                 return losses, step
             loss.backward()
             with torch.no_grad():
-                for p, mask, low, high in zip(
-                    trainable.params, trainable.masks, trainable.low, trainable.high, strict=True
-                ):
-                    grad, p.grad = p.grad, None
-                    if grad is None:
-                        continue
-                    if mask is not None:
-                        grad.mul_(mask)
-                    p.add_(grad, alpha=-settings.lr)  # torch.optim.SGD's step without momentum or decay
-                    p.clamp_(low, high)
+                for part in trainable.parts:
+                    part.step(settings.lr)
     finally:
-        for p in trainable.params:
-            p.grad = None
-            p.requires_grad_(False)
+        for part in trainable.parts:
+            part.stop()
     return losses, settings.steps
 
 
 @contextmanager
 def _prepared(model: Model, trainable: _Trainable, settings: MaskedFTSettings) -> Iterator[None]:
     """Snapshot the trainable parameters and their clamp bounds; restore them on every exit path, gradients off."""
-    with restoring(model, trainable.names) as originals, frozen(model):
-        trainable.originals = [originals[n] for n in trainable.names]
-        trainable.low = [o - settings.clamp for o in trainable.originals]
-        trainable.high = [o + settings.clamp for o in trainable.originals]
-        try:
-            yield
-        finally:
-            trainable.low, trainable.high, trainable.originals = [], [], []
+    with restoring(model, trainable.names) as snapshots, frozen(model):
+        for name, part in zip(trainable.names, trainable.parts, strict=True):
+            part.prepare(settings.clamp, snapshots[name])
+        yield
 
 
 def _change(trainable: _Trainable) -> tuple[int, float]:
     """How many entries moved and the largest absolute change (the weights against the snapshot)."""
     moved, largest = 0, 0.0
     with torch.no_grad():
-        for p, original in zip(trainable.params, trainable.originals, strict=True):
-            diff = (p - original).abs_()
+        for part in trainable.parts:
+            diff = (part.now() - part.original).abs_()
             moved += int(torch.count_nonzero(diff))
             largest = max(largest, float(diff.max()))
     return moved, largest
@@ -328,8 +312,8 @@ def _change(trainable: _Trainable) -> tuple[int, float]:
 
 def _restore(trainable: _Trainable) -> None:
     with torch.no_grad():
-        for p, original in zip(trainable.params, trainable.originals, strict=True):
-            p.copy_(original)
+        for part in trainable.parts:
+            part.restore()
 
 
 @contextmanager
