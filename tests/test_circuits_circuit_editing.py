@@ -312,3 +312,30 @@ def test_rome_inside_outside(model):
     assert list(swapped.ES) == list(table.ES[::-1])  # the same edit at the same layer, whatever its role
     with pytest.raises(ValueError, match="inside, outside"):
         rome_inside_outside(model, REQUESTS[:1], _neuron_circuit(model, shares), layers=(0,))
+
+
+def _hierarchy(case_id: int, subject: str, true: str, new: str) -> dict:
+    return {
+        "case_id": case_id,
+        "requested_rewrite": {"prompt": "{} is a kind of", "subject": subject, "target_true": {"str": true},
+                              "target_new": {"str": new}},
+        "paraphrase_prompts": [f"{subject} is a type of", f"{subject} falls under the category of"],
+        "neighborhood_prompts": [],
+    }  # fmt: skip
+
+
+def test_smollm2_full_model_edit_takes_and_a_circuit_edit_moves_only_its_units(smollm2):
+    """At the paper's settings (lr 5e-4, 10 steps, clamp 5e-4) the full model learns 'a beagle is a kind of cat'
+    (measured: 6 of 6 such requests flip); a 5% random circuit's edit moves only that circuit's entries."""
+    requests = [_hierarchy(0, "A beagle", "dog", "cat")]
+    before = _snapshot(smollm2)
+    full = edit_sweep(smollm2, requests, None, MaskedFTSettings(single_token=True))
+    assert _unchanged(smollm2, before)
+    for o in full:
+        assert not o.pre_success and o.post_success and o.post_magnitude > o.pre_magnitude
+        assert o.steps == 10 and 0 < o.max_change <= 5e-4 + 1e-6  # + float32 rounding of gains ~1
+    circuit = random_circuit(unit_layout(smollm2), 0.05, seed=0)
+    (inside,) = edit_sweep(smollm2, requests, parameter_masks(smollm2, circuit))
+    assert _unchanged(smollm2, before)
+    assert 0 < inside.moved <= circuit.n_params < full[0].moved
+    assert inside.pre_magnitude == pytest.approx(full[0].pre_magnitude, abs=1e-9)
