@@ -20,10 +20,12 @@ The paper edits it with the circuit's own mask (``parameter_masks(model, circuit
 0; a mask that would move a pruned entry is refused.
 
 **Speed.** One edit is 10 forward + backward passes of one short prompt. Only parameters with a mask entry get a
-gradient (autograd then stops below the lowest of them); only the logits of the target's positions are computed;
-the weights are snapshot once per sweep (restored by copying back) with the clamp bounds precomputed; the metric
-before the edits runs for all requests together, and after each edit one call scores its rewrite prompt and
-paraphrases against both targets.
+gradient (autograd then stops below the lowest of them), and a linear weight whose mask is whole rows or columns
+(a circuit's neurons and heads) gets the gradient of those alone (:mod:`locedit.circuits.masked_sgd`); only the
+logits of the target's positions are computed; the weights are snapshot once per sweep (restored by copying
+back) with the clamp bounds precomputed; the metric before the edits runs for all requests together, and after
+each edit one call scores its rewrite prompt and paraphrases against both targets. The floor is the forward and
+the input-gradient half of the backward pass, which any edit of the lowest layers needs.
 
 :func:`rome_inside_outside` runs chapter 1's ROME at the layer where a circuit holds the largest share of MLP
 neurons and at the layer where it holds the smallest (the rule is in its docstring).
