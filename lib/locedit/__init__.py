@@ -35,8 +35,10 @@ Methods (may import the foundations and the methods listed):
                   (frozen_run: its fast last-position pass), heads (top-k% circuits, overlap vs random,
                   Spearman), intervention (attention steering), units (circuits of neurons, heads and norm
                   elements: unit masks, pruned weights), classifier (a task's score head), masks (learned
-                  unit masks: circuit discovery)
-                                                                                                     (patching)
+                  unit masks: circuit discovery), circuit_editing (masked fine-tuning inside / outside
+                  a circuit, ROME at the circuit's densest / sparsest layer), masked_sgd (its SGD step on
+                  masked entries: dense, or a linear layer's chosen rows / columns)
+                                                                                 (patching, editing, evaluation)
     data/         the book's facts, relation templates, CounterFact / known_1000 loaders; classification tasks
                   (hierarchy, agreement, persona) and the hierarchy edit requests
     results       the chapters' results files (strict JSON), claims with their criteria, verdicts    (files)

@@ -34,11 +34,22 @@ Chapter 5 (circuits meet knowledge editing, Ge et al. 2024):
 - :mod:`~locedit.circuits.masks`: circuit discovery with a hard-concrete mask over units (straight-through, a rising
   sparsity weight, a stop at the target density), the paper's faithfulness / circuit / complement accuracy, runs
   cached by content. (The classifier's ``accuracy`` is not re-exported: ``accuracy`` here is the IOI metric.)
+- :mod:`~locedit.circuits.circuit_editing`: the paper's edit (SGD with gradients masked to a circuit, its
+  complement or any parameter masks, clamped around the originals, restored exactly after each request) and its
+  metric before / after; editing the pruned network; ROME at the circuit's densest vs sparsest MLP layer.
 """
 
 from __future__ import annotations
 
 from locedit.circuits.attention import attention_patterns, force_attention
+from locedit.circuits.circuit_editing import (
+    EditOutcome,
+    MaskedFTSettings,
+    edit_sweep,
+    masked_finetuned,
+    masked_ft,
+    rome_inside_outside,
+)
 from locedit.circuits.classifier import TaskHead, head_logits, last_token_states, train_head
 from locedit.circuits.colored_objects import COLORS, OBJECTS, ColoredObjects, colored_objects, load_colored_objects
 from locedit.circuits.heads import (
@@ -92,6 +103,12 @@ __all__ = [
     "head_logits",
     "TaskHead",
     "COLORS",
+    "EditOutcome",
+    "MaskedFTSettings",
+    "edit_sweep",
+    "masked_finetuned",
+    "masked_ft",
+    "rome_inside_outside",
     "UNIT_KINDS",
     "Circuit",
     "UnitLayout",
