@@ -10,6 +10,13 @@ same length, lengthened by one shared prefix) and dtype, every method first runs
 (p(" Paris") at the last position for each patched (layer, position)) is compared with ours; then the methods are
 timed round-robin, ``--repeats`` times each, and the median is kept. Writes ``benchmarks/results.json`` and
 prints a table.
+
+Two conditions (``--conditions``): ``quiet`` (whatever else the machine runs; its load average is recorded) and
+``busy``: one other process spinning on a core (``python -c "while True: pass"``, started by this script for the
+row and killed on every exit, Ctrl-C included; it also ends by itself if this script dies), at the ``--busy-tokens``
+lengths, with every batched peer under the same condition. The peers run with the process's thread count; ours
+chooses its own (:mod:`locedit.threads`: the CPUs idle now), and ``ours_incremental_all_threads`` is ours forced to
+the process's thread count, so the policy's effect is visible in the same row.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ import copy
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -30,6 +39,7 @@ from bench_common import machine
 
 import locedit
 from locedit.patching import activation_patching_grid, as_dtype
+from locedit.threads import loop_threads
 
 CLEAN = "The Eiffel Tower is located in the city of"
 CORRUPT = "The Colosseum is located in the city of"
@@ -60,15 +70,26 @@ def prompts(model: locedit.Model, tokens: int) -> tuple[torch.Tensor, torch.Tens
 # --- the methods: each returns the grid [n_layers, seq] ------------------------------------------------------------
 
 
+#: the torch thread counts each of our methods ran with (its metric looks), per method name
+OURS_THREADS: dict[str, set[int]] = {}
+
+
 def ours(variant: str):
+    name = f"ours_{variant}"
+
     def run(model, clean, corrupt, target):
-        metric = lambda logits: logits[:, -1].softmax(-1)[:, target]  # noqa: E731
+        def metric(logits):
+            OURS_THREADS.setdefault(name, set()).add(torch.get_num_threads())
+            return logits[:, -1].softmax(-1)[:, target]
+
         kwargs = {"method": "full", "batch_size": 1 << 30} if variant == "full" else {}
         if variant == "incremental_noskip":
             kwargs["skip_noops"] = False
-        return activation_patching_grid(
-            model, {"input_ids": clean}, {"input_ids": corrupt}, metric, site="resid_post", **kwargs
-        )
+        # the policy's choice, or (all_threads) the process's thread count, as before the policy
+        with loop_threads(torch.get_num_threads()) if variant == "incremental_all_threads" else nullcontext():
+            return activation_patching_grid(
+                model, {"input_ids": clean}, {"input_ids": corrupt}, metric, site="resid_post", **kwargs
+            )
 
     return run
 
@@ -198,6 +219,7 @@ def _bridge(model):
 METHODS: dict[str, tuple[str, Callable]] = {
     "ours_incremental": ("fast", ours("incremental")),
     "ours_incremental_noskip": ("fast", ours("incremental_noskip")),
+    "ours_incremental_all_threads": ("fast", ours("incremental_all_threads")),
     "ours_full_batched": ("fast", ours("full")),
     "plain_batched_hooks": ("fast", plain_batched_hooks),
     "nnsight_batched": ("fast", nnsight_batched),
@@ -205,6 +227,21 @@ METHODS: dict[str, tuple[str, Callable]] = {
     "transformer_lens": ("slow", transformer_lens),
 }
 OURS = "ours_incremental"
+CONDITIONS = {"quiet": "quiet", "busy": "one busy process"}
+
+
+@contextmanager
+def busy_process() -> Iterator[subprocess.Popen]:
+    """One other process spinning on one core for the block: killed on every exit of the block (an exception or
+    Ctrl-C included), and ending by itself when this process dies (it checks its parent every ~10 ms)."""
+    spin = "import os\np = os.getppid()\nwhile os.getppid() == p:\n    for _ in range(200_000): pass"
+    proc = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.5)  # let it start spinning
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
@@ -217,6 +254,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    parser.add_argument(
+        "--busy-tokens", type=int, nargs="+", default=[10], help="the prompt lengths the busy condition runs at"
+    )
     parser.add_argument(
         "--slow-max-tokens",
         type=int,
@@ -250,51 +291,15 @@ def main(argv=None) -> int:
     for dtype_name in args.dtypes:
         run_model = as_dtype(model, getattr(torch, dtype_name))
         for tokens in args.tokens:
-            clean, corrupt = prompts(model, tokens)
-            row = {
-                "task": "resid_post patching, every layer × position",
-                "tokens": clean.shape[1],
-                "requested_tokens": tokens,
-                "dtype": dtype_name,
-                "patches": model.spec.n_layers * clean.shape[1],
-            }
-            grids, skipped = {}, {}
-            for name in args.methods:
-                kind, fn = METHODS[name]
-                if kind == "slow" and tokens > args.slow_max_tokens:
-                    skipped[name] = f"not run: one forward per patch, only up to {args.slow_max_tokens} tokens"
+            for condition in args.conditions:
+                if condition == "busy" and tokens not in args.busy_tokens:
                     continue
-                try:
-                    grids[name] = fn(run_model, clean, corrupt, target).float().cpu()  # warm-up + check
-                except Exception as err:  # noqa: BLE001 - a peer that fails is recorded, not fatal
-                    skipped[name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
-                    traceback.print_exc(file=sys.stderr)
-            reference = grids.get(OURS)
-            diffs = {}
-            for name, grid in grids.items():
-                diff = float((grid - reference).abs().max()) if reference is not None else float("nan")
-                diffs[name] = diff
-                if not diff <= TOLERANCE[dtype_name]:
-                    skipped[name] = f"disagrees with ours by {diff:.3g} (> {TOLERANCE[dtype_name]})"
-            timed = [n for n in grids if n not in skipped]
-            times: dict[str, list[float]] = {n: [] for n in timed}
-            for _ in range(args.repeats):
-                for name in timed:
-                    started = time.perf_counter()
-                    METHODS[name][1](run_model, clean, corrupt, target)
-                    times[name].append(time.perf_counter() - started)
-            medians = {n: statistics.median(t) for n, t in times.items()}
-            row["ours_s"] = medians.get(OURS)
-            row["peers_s"] = {n: medians.get(n, skipped.get(n)) for n in args.methods if n != OURS}
-            for name, value in row["peers_s"].items():
-                if isinstance(value, float) and row["ours_s"] is not None:
-                    row[f"ratio_vs_{name}"] = row["ours_s"] / value
-            row["max_abs_diff"] = {n: d for n, d in diffs.items() if n != OURS}
-            row["all_times_s"] = times
-            row["machine"] = results["machine"]
-            rows.append(row)
-            print_row(row)
-            _write(args.out, results, kept)
+                with busy_process() if condition == "busy" else nullcontext():
+                    row = measure_row(run_model, model, tokens, dtype_name, condition, target, args)
+                row["machine"] = results["machine"]
+                rows.append(row)
+                print_row(row)
+                _write(args.out, results, kept)
     if args.profile:
         clean, corrupt = prompts(model, args.profile)
         results["profile"] = profile(model, clean, corrupt, target)
@@ -302,6 +307,59 @@ def main(argv=None) -> int:
     _write(args.out, results, kept)
     print_table(json.loads(Path(args.out).read_text()))
     return 0
+
+
+def measure_row(run_model, model, tokens: int, dtype_name: str, condition: str, target: int, args) -> dict:
+    """One row of the table: every method's grid checked against ours, then timed round-robin (medians)."""
+    clean, corrupt = prompts(model, tokens)
+    row = {
+        "task": "resid_post patching, every layer × position",
+        "condition": CONDITIONS[condition],
+        "tokens": clean.shape[1],
+        "requested_tokens": tokens,
+        "dtype": dtype_name,
+        "patches": model.spec.n_layers * clean.shape[1],
+        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    grids, skipped = {}, {}
+    for name in args.methods:
+        kind, fn = METHODS[name]
+        if kind == "slow" and (tokens > args.slow_max_tokens or condition == "busy"):
+            why = "the busy condition runs the batched methods only" if condition == "busy" else (
+                f"one forward per patch, only up to {args.slow_max_tokens} tokens")  # fmt: skip
+            skipped[name] = f"not run: {why}"
+            continue
+        try:
+            grids[name] = fn(run_model, clean, corrupt, target).float().cpu()  # warm-up + check
+        except Exception as err:  # noqa: BLE001 - a peer that fails is recorded, not fatal
+            skipped[name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            traceback.print_exc(file=sys.stderr)
+    reference = grids.get(OURS)
+    diffs = {}
+    for name, grid in grids.items():
+        diff = float((grid - reference).abs().max()) if reference is not None else float("nan")
+        diffs[name] = diff
+        if not diff <= TOLERANCE[dtype_name]:
+            skipped[name] = f"disagrees with ours by {diff:.3g} (> {TOLERANCE[dtype_name]})"
+    timed = [n for n in grids if n not in skipped]
+    times: dict[str, list[float]] = {n: [] for n in timed}
+    OURS_THREADS.clear()
+    for _ in range(args.repeats):
+        for name in timed:
+            started = time.perf_counter()
+            METHODS[name][1](run_model, clean, corrupt, target)
+            times[name].append(time.perf_counter() - started)
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    row["ours_s"] = medians.get(OURS)
+    row["peers_s"] = {n: medians.get(n, skipped.get(n)) for n in args.methods if n != OURS}
+    for name, value in row["peers_s"].items():
+        if isinstance(value, float) and row["ours_s"] is not None:
+            row[f"ratio_vs_{name}"] = row["ours_s"] / value
+    row["max_abs_diff"] = {n: d for n, d in diffs.items() if n != OURS}
+    row["all_times_s"] = times
+    row["ours_threads"] = {n: sorted(t) for n, t in OURS_THREADS.items()}  # what the thread policy chose
+    return row
 
 
 def profile(model, clean, corrupt, target, top: int = 12) -> dict:
@@ -330,26 +388,34 @@ def _kept(path: Path, args) -> dict:
     """What an earlier results file holds that this run does not measure again: its other rows and profile."""
     if not path.exists():
         return {"rows": []}
-    measured = {(t, d) for t in args.tokens for d in args.dtypes}
+    measured = {(t, d, CONDITIONS[c]) for t in args.tokens for d in args.dtypes for c in args.conditions}
     old = json.loads(path.read_text())
-    rows = [r for r in old.get("rows", []) if (r.get("requested_tokens", r["tokens"]), r["dtype"]) not in measured]
+    rows = [r for r in old.get("rows", []) if _key(r) not in measured]
     return {**({"profile": old["profile"]} if "profile" in old and args.profile == 0 else {}), "rows": rows}
 
 
+def _key(row: dict) -> tuple[int, str, str]:
+    """(requested tokens, dtype, condition) of a row; rows written before the conditions were quiet."""
+    return row.get("requested_tokens", row["tokens"]), row["dtype"], row.get("condition", CONDITIONS["quiet"])
+
+
 def _write(out: str, results: dict, kept: dict) -> None:
-    """Write the results, with the kept rows, sorted by dtype and prompt length."""
-    rows = sorted(kept["rows"] + results["rows"], key=lambda r: (r["dtype"] != "float32", r["dtype"], r["tokens"]))
+    """Write the results, with the kept rows, sorted by dtype, prompt length and condition (quiet first)."""
+    rows = sorted(
+        kept["rows"] + results["rows"],
+        key=lambda r: (r["dtype"] != "float32", r["dtype"], r["tokens"], _key(r)[2] != CONDITIONS["quiet"]),
+    )
     Path(out).write_text(json.dumps({**kept, **results, "rows": rows}, indent=1))
 
 
 def markdown_table(results: dict) -> str:
     """The results as a Markdown table: seconds per method, and ours ÷ each peer in parentheses."""
-    order = ["ours_incremental_noskip", "ours_full_batched", "plain_batched_hooks", "nnsight_batched",
-             "nnsight_per_patch", "transformer_lens"]  # fmt: skip
+    order = ["ours_incremental_all_threads", "ours_incremental_noskip", "ours_full_batched", "plain_batched_hooks",
+             "nnsight_batched", "nnsight_per_patch", "transformer_lens"]  # fmt: skip
     names = [n for n in order if any(isinstance(r["peers_s"].get(n), float) for r in results["rows"])]
     lines = [
-        "| dtype | tokens | patches | **ours** | " + " | ".join(names) + " | max abs diff |",
-        "|---|---|---|---|" + "---|" * len(names) + "---|",
+        "| dtype | tokens | condition | patches | **ours** | " + " | ".join(names) + " | max abs diff |",
+        "|---|---|---|---|---|" + "---|" * len(names) + "---|",
     ]
     for r in results["rows"]:
         cells = []
@@ -358,7 +424,7 @@ def markdown_table(results: dict) -> str:
             cells.append(f"{v:.2f} ({r['ours_s'] / v:.2f}×)" if isinstance(v, float) else "—")
         diff = max((d for d in r["max_abs_diff"].values() if d == d), default=float("nan"))
         lines.append(
-            f"| {r['dtype']} | {r['tokens']} | {r['patches']} | **{r['ours_s']:.2f}** | "
+            f"| {r['dtype']} | {r['tokens']} | {_key(r)[2]} | {r['patches']} | **{r['ours_s']:.2f}** | "
             + " | ".join(cells)
             + f" | {diff:.1g} |"
         )
@@ -366,13 +432,18 @@ def markdown_table(results: dict) -> str:
 
 
 def print_row(row: dict) -> None:
-    print(f"# {row['dtype']} {row['tokens']} tokens: ours {row['ours_s']}", file=sys.stderr, flush=True)
+    print(
+        f"# {row['dtype']} {row['tokens']} tokens, {row['condition']}: ours {row['ours_s']} "
+        f"(threads {row['ours_threads'].get(OURS)})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def print_table(results: dict) -> None:
     print(f"machine: {results['machine']}; torch {results['torch']}; model {results['model']}")
     names = sorted({n for r in results["rows"] for n in r["peers_s"]})
-    header = f"{'dtype':9} {'tokens':>6} {'ours (s)':>9} " + " ".join(f"{n[:22]:>22}" for n in names)
+    header = f"{'dtype':9} {'tokens':>6} {'condition':>16} {'ours (s)':>9} " + " ".join(f"{n[:22]:>22}" for n in names)
     print(header)
     for r in results["rows"]:
         cells = []
@@ -380,7 +451,7 @@ def print_table(results: dict) -> None:
             v = r["peers_s"].get(n)
             cells.append(f"{v:9.3f} ({r['ours_s'] / v:5.2f}×)" if isinstance(v, float) else f"{'—':>18}")
         ours_s = f"{r['ours_s']:9.3f}" if r["ours_s"] is not None else f"{'—':>9}"
-        print(f"{r['dtype']:9} {r['tokens']:>6} {ours_s} " + " ".join(f"{c:>22}" for c in cells))
+        print(f"{r['dtype']:9} {r['tokens']:>6} {_key(r)[2]:>16} {ours_s} " + " ".join(f"{c:>22}" for c in cells))
     print("(×: ours / peer; below 1 means ours is faster)")
 
 

@@ -11,6 +11,7 @@ Foundations (import nothing else of locedit, or only what is listed):
     fingerprints  content digests of weights (disk cache keys) and in-process weight versions       (models)
     progress      tqdm.auto bars for long loops; LOCEDIT_PROGRESS=0 silences them
     _checks       argument checks shared by the entry points (integers, strings, prompt lists, counts)
+    threads       how many torch threads a hot loop uses: affinity, cgroup quota, idle CPUs; LOCEDIT_THREADS
     devices       resolve_device ("auto", "cpu", "cuda", "mps" with clear errors), native_bf16
     arch          one FamilyTable per model family, the SITES table, layer adapters, output head
     models        load_model, the Model handle, built-in offline models and their verified cache

@@ -36,6 +36,7 @@ from locedit._checks import integer, string
 from locedit.hooks import Intervention
 from locedit.models import Model
 from locedit.patching import Patch, record, sweep
+from locedit.threads import loop_threads
 from locedit.tokens import first_target_id
 
 KINDS = ("hidden", "mlp", "attn", "hidden-sever-mlp", "hidden-sever-attn")
@@ -153,6 +154,7 @@ def _target_token(model: Model, target: str | None, clean_logits: torch.Tensor) 
     return first_target_id(model, target), target
 
 
+@loop_threads()
 def causal_trace(
     model: Model,
     prompt: str,
@@ -187,6 +189,9 @@ def causal_trace(
             (e.g. ``[last_subject_token]`` for the severed kinds, the paper's Figure 3).
         seed: noise seed (the draws are the same for every kind).
         dtype, method, batch_size: passed to :func:`locedit.patching.sweep`.
+
+    Runs with the threads the machine can give it now (:func:`locedit.threads.loop_threads`; ``LOCEDIT_THREADS``
+    overrides).
     """
     started = time.perf_counter()
     string(prompt, "causal_trace's prompt", "The Eiffel Tower is located in the city of")

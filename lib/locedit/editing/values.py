@@ -27,6 +27,7 @@ from locedit.editing.edit import EditError, frozen
 from locedit.hooks import patch
 from locedit.models import Model
 from locedit.progress import progress
+from locedit.threads import loop_threads
 from locedit.tokens import pad_id, pad_rows
 
 
@@ -114,6 +115,7 @@ def _split_rows(
     return prefix, suffix
 
 
+@loop_threads()
 def optimise_value(
     model: Model,
     requests: list[Request],
@@ -141,6 +143,9 @@ def optimise_value(
     one runs them through every layer), and applies the output head (a [vocab, d_model] product, the largest in a
     small model) only at the (row, position) pairs the loss reads. ``fast=False`` runs every step on whole prompts
     through the whole model (the reference; same losses to ~1e-6).
+
+    Runs with the threads the machine can give it now (:func:`locedit.threads.loop_threads`; ``LOCEDIT_THREADS``
+    overrides).
     """
     tok = model.tokenizer
     n = len(requests)

@@ -20,6 +20,7 @@ from locedit.arch import LayerAdapter, layer_adapter
 from locedit.hooks import Site, SiteFn, attach, patch
 from locedit.models import Model
 from locedit.patching.plan import CompiledOp, Patch, Round, RowView, apply_plan, build_plans, compile_view
+from locedit.threads import loop_threads
 
 Method = Literal["incremental", "cached", "full"]
 #: ``score(logits, base_rows)``: logits [rows, len(read), vocab] and the base row of each row [rows] (CPU) → the
@@ -27,6 +28,7 @@ Method = Literal["incremental", "cached", "full"]
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@loop_threads()
 def run_sweep(
     run: Model,
     ids: torch.Tensor,
@@ -43,7 +45,9 @@ def run_sweep(
     """The values of every patch, [n_patches, ...]: ``score`` of its logits at the ``read`` positions.
 
     ``ids`` [B, T] and ``mask2d`` (``None`` without padding) are the base run's inputs, ``base_views[b]`` the base
-    interventions on base row b, ``patch_views[i]`` those of patch i (on base row ``patches[i].row``)."""
+    interventions on base row b, ``patch_views[i]`` those of patch i (on base row ``patches[i].row``).
+
+    Runs with the threads the machine can give it now (:func:`locedit.threads.loop_threads`)."""
     if method == "full":
         return _run_full(run, ids, mask2d, read, patches, base_views, patch_views, score, batch_size or 64)
     adapter = layer_adapter(run.spec) if method == "incremental" else None
