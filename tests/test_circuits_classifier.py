@@ -10,6 +10,7 @@ import torch
 from locedit.circuits.classifier import (
     TaskHead,
     accuracy,
+    answer_head,
     check_task,
     head_logits,
     last_token_states,
@@ -107,3 +108,53 @@ def test_bad_tasks_are_refused(model, texts, labels, message):
         check_task(task)
     with pytest.raises(ValueError, match=message):
         train_head(model, task)
+
+
+@dataclass(frozen=True)
+class ToyChoiceTask:
+    """Prompts with two candidate next words each: class c is the word answers[i][c]."""
+
+    name: str
+    texts: list[str]
+    labels: list[int]
+    answers: list[tuple[str, str]]
+
+
+def toy_choice_task() -> ToyChoiceTask:
+    prompts = ["The Eiffel Tower is in", "Tower is in the city of", "The city of", "a city is in", "The Tower of"]
+    pairs = [("Paris", "Rome"), ("Rome", "Paris"), ("city", "Paris"), ("to", "the"), ("Rome", "city")]
+    return ToyChoiceTask("choice", prompts, [0, 1, 0, 1, 1], pairs)
+
+
+def test_answer_head_reads_the_models_own_logits_of_the_two_answers(model):
+    task = toy_choice_task()
+    head = answer_head(model, task)
+    assert head.kind == "answer" and head.linear is None
+    assert head.answer_weight.shape == (len({w for pair in task.answers for w in pair}), model.spec.d_model)
+    logits = head_logits(model, head, task.texts)
+    for i, (text, pair) in enumerate(zip(task.texts, task.answers, strict=True)):
+        ids = model.tokenizer(text, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            full = model.hf(input_ids=ids).logits[0, -1]
+        expected = full[[model.tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in pair]]
+        assert torch.allclose(logits[i], expected, atol=1e-4)
+    predicted = logits.argmax(1)
+    assert accuracy(model, head, task) == float((predicted == torch.tensor(task.labels)).float().mean())
+    # under a circuit the head reads the pruned network, as a score head does
+    circuit = random_circuit(unit_layout(model), 0.3, seed=2)
+    with pruned(model, circuit):
+        pruned_logits = head_logits(model, head, task.texts)
+    assert torch.allclose(head_logits(model, head, task.texts, circuit.masks), pruned_logits, atol=1e-4)
+    assert head.digest() != answer_head(model, ToyChoiceTask("choice", task.texts, task.labels, [
+        (b, a) for a, b in task.answers])).digest()  # fmt: skip
+
+
+def test_answer_head_refuses_tasks_it_cannot_read(model):
+    with pytest.raises(ValueError, match="no answers"):
+        answer_head(model, toy_task())
+    same = ToyChoiceTask("same", ["The city of", "The Tower of"], [0, 1], [("Paris", "Paris"), ("Rome", "city")])
+    with pytest.raises(ValueError, match="same token"):
+        answer_head(model, same)
+    head = answer_head(model, toy_choice_task())
+    with pytest.raises(ValueError, match="no answer tokens"):
+        head_logits(model, head, ["The Eiffel"])

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from locedit.circuits.classifier import train_head
+from locedit.circuits.classifier import answer_head, train_head
 from locedit.circuits.masks import MaskSettings, circuit_scores, learn_circuit
 from locedit.circuits.units import full_circuit, unit_layout
-from test_circuits_classifier import ToyTask, toy_task
+from test_circuits_classifier import ToyTask, toy_choice_task, toy_task
 from word_model import tiny_word_llama
 
 FAST = MaskSettings(lr=0.2, lambda_start=1.0, lambda_step=2.0, max_steps=150)
@@ -122,3 +122,13 @@ def test_learned_circuits_are_cached_by_content(model, head, tmp_path):
     other = ToyTask("toy", task.texts, [1 - label for label in task.labels])
     learn_circuit(model, other, head, 0.5, FAST)
     assert len(list((tmp_path / "circuit_masks").iterdir())) > len(files)
+
+
+def test_learn_circuit_with_an_answer_head_keeps_the_models_own_choices(model):
+    task = toy_choice_task()
+    head = answer_head(model, task)
+    learned = learn_circuit(model, task, head, 0.5, FAST, cache=False)
+    assert learned.reached and _finite(learned) and learned.circuit.density <= 0.5
+    assert learned.scores == circuit_scores(model, task, head, learned.circuit)
+    # a score head and an answer head are different cache keys even on the same texts
+    assert head.digest().startswith("answer:") and train_head(model, toy_task(), epochs=1).digest().startswith("score:")

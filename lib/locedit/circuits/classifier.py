@@ -1,9 +1,16 @@
-"""A two-way score head on a frozen model: how chapter 5 reads a classification task from the network.
+"""How chapter 5 reads a two-way classification task from a frozen model: a trained score head, or the LM's own
+answer tokens.
 
-The paper (Ge et al. 2024) trains only the score layer of ``GPT2ForSequenceClassification``: a bias-free
-Linear(d_model, 2) on the final-norm output at each text's last token. We do the same on the base model's
-``last_hidden_state`` (after the final norm), at the last real token of each text (texts are right-padded, so no
-position shifts), with the model frozen: the states are computed once and the head is trained on them.
+Both read the base model's ``last_hidden_state`` (after the final norm) at the last real token of each text (texts
+are right-padded, so no position shifts).
+
+- **Score head** (:func:`train_head`, the paper's): Ge et al. 2024 train only the score layer of
+  ``GPT2ForSequenceClassification``, a bias-free Linear(d_model, 2), with the model frozen; the states are computed
+  once and the head is trained on them.
+- **Answer head** (:func:`answer_head`, ours): no training; each text is a prompt with two candidate next tokens
+  (one per class, from the task's ``answers``), and the class logits are the language model's own logits of those
+  two tokens: ``W_U[a_c] . h + b[a_c]`` (then the family's logit soft-capping, if any). This is what the model
+  itself would say, so a circuit that keeps it keeps the model's behaviour, not a probe's.
 
 Shapes: texts are a list of n strings; states are [n, d_model]; head logits [n, 2] (class 1 = true / grammatical /
 agrees).
@@ -13,15 +20,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
 from locedit._checks import prompt_list
 from locedit.circuits.units import Circuit, unit_masks
+from locedit.fingerprints import weights_digest
 from locedit.models import Model
-from locedit.tokens import pad_id, pad_rows
+from locedit.tokens import first_target_id, pad_id, pad_rows
 
 
 class LabeledTexts(Protocol):
@@ -34,10 +42,60 @@ class LabeledTexts(Protocol):
 
 @dataclass
 class TaskHead:
-    """The trained score head of one task: ``linear`` maps [.., d_model] final states to [.., 2] logits."""
+    """How one task's two classes are read from final states [n, d_model] (module docstring).
 
-    linear: torch.nn.Linear
+    A score head has ``linear`` (Linear(d_model, 2), bias-free). An answer head has ``answer_weight`` [k, d_model]
+    and ``answer_bias`` [k] (the unembedding rows of the k distinct answer tokens and their biases, zero if the
+    unembedding has none), ``answer_index``: text → (row of its class-0 token, row of its class-1 token), and
+    ``softcap``, the family's final-logit soft-capping (``None``: none).
+    """
+
     task: str
+    linear: torch.nn.Linear | None = None
+    answer_weight: torch.Tensor | None = None
+    answer_bias: torch.Tensor | None = None
+    answer_index: dict[str, tuple[int, int]] = field(default_factory=dict)
+    softcap: float | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"score"`` or ``"answer"``."""
+        return "score" if self.linear is not None else "answer"
+
+    def logits(self, states: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Class logits [n, 2] of final states [n, d_model] of ``texts`` (n strings; an answer head looks each up)."""
+        if self.linear is not None:
+            return self.linear(states)
+        missing = [t for t in texts if t not in self.answer_index]
+        if missing:
+            raise ValueError(
+                f"answer head of {self.task!r} has no answer tokens for {missing[:2]}: build it with "
+                "answer_head(model, task) on a task that holds these texts"
+            )
+        rows = torch.tensor([self.answer_index[t] for t in texts], device=states.device)  # [n, 2]
+        out = torch.einsum("nd,ncd->nc", states, self.answer_weight[rows]) + self.answer_bias[rows]
+        return out if self.softcap is None else torch.tanh(out / self.softcap) * self.softcap
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> TaskHead:
+        """A copy on ``device`` in ``dtype`` (a score head's Linear copied, an answer head's tensors cast)."""
+        if self.linear is not None:
+            linear = torch.nn.Linear(self.linear.in_features, 2, bias=False).to(device, dtype)
+            linear.weight.data.copy_(self.linear.weight)
+            return TaskHead(task=self.task, linear=linear.requires_grad_(False))
+        return TaskHead(
+            task=self.task,
+            answer_weight=self.answer_weight.to(device, dtype),
+            answer_bias=self.answer_bias.to(device, dtype),
+            answer_index=self.answer_index,
+            softcap=self.softcap,
+        )
+
+    def digest(self) -> str:
+        """A content digest of what the head computes (for caches)."""
+        if self.linear is not None:
+            return "score:" + weights_digest([self.linear.weight], sample=None)
+        index = sorted(self.answer_index.items())
+        return f"answer:{self.softcap}:{index}:" + weights_digest([self.answer_weight, self.answer_bias], sample=None)
 
 
 def check_task(task: LabeledTexts) -> None:
@@ -121,14 +179,47 @@ def train_head(
             loss.backward()
             optimizer.step()
     linear.requires_grad_(False)
-    return TaskHead(linear=linear, task=task.name)
+    return TaskHead(task=task.name, linear=linear)
+
+
+def answer_head(model: Model, task: LabeledTexts) -> TaskHead:
+    """The LM's own reading of ``task`` (module docstring): each text is a prompt, ``task.answers[i]`` its class-0
+    and class-1 continuations (e.g. ``(" cat", " dog")`` after "A beagle is a kind of"; a leading space is added
+    when missing, as for every target). Each answer is read by its first token; a ValueError when a task has no
+    ``answers`` or a text's two answers begin with the same token."""
+    check_task(task)
+    answers = getattr(task, "answers", None)
+    if not answers or len(answers) != len(task.texts):
+        raise ValueError(
+            f"task {task.name!r} has no answers (one pair of class-0 / class-1 continuations per text): an answer "
+            "head reads the model's logits of those tokens; use train_head(model, task) for a statement task"
+        )
+    tokens: dict[int, int] = {}
+    index: dict[str, tuple[int, int]] = {}
+    for text, pair in zip(task.texts, answers, strict=True):
+        ids = [first_target_id(model, answer) for answer in pair]
+        if ids[0] == ids[1]:
+            raise ValueError(
+                f"task {task.name!r}: the answers {pair!r} of {text!r} begin with the same token, so the model's "
+                "logits cannot tell them apart; choose answers whose first tokens differ"
+            )
+        index[text] = tuple(tokens.setdefault(i, len(tokens)) for i in ids)
+    matrix = model.spec.unembedding(model.hf)  # [vocab, d_model]
+    bias = getattr(model.spec.part(model.hf, "unembed"), "bias", None)
+    ids = torch.tensor(list(tokens), device=matrix.device)
+    with torch.no_grad():
+        weight = matrix[ids].float().cpu()
+        bias = bias[ids].float().cpu() if bias is not None else torch.zeros(len(tokens))
+    softcap = getattr(model.hf.config, "final_logit_softcapping", None)
+    return TaskHead(task=task.name, answer_weight=weight, answer_bias=bias, answer_index=index, softcap=softcap)
 
 
 def head_logits(
     model: Model, head: TaskHead, texts: Sequence[str], multipliers: dict[str, torch.Tensor] | None = None
 ) -> torch.Tensor:
     """The head's logits [n, 2] (float32, CPU, no gradient) on ``texts``, under ``unit_masks(multipliers)``."""
-    return head.linear(last_token_states(model, texts, multipliers=multipliers)).detach()
+    texts = list(texts)
+    return head.logits(last_token_states(model, texts, multipliers=multipliers), texts).detach()
 
 
 def accuracy(model: Model, head: TaskHead, task: LabeledTexts, circuit: Circuit | None = None) -> float:

@@ -26,7 +26,6 @@ only) over all texts: about 2.7 s for 100 texts of about 9 tokens on 2 cores, ne
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -153,7 +152,7 @@ def _cache_key(model: Model, task: LabeledTexts, head: TaskHead, settings: MaskS
     digest.update(f"v{VERSION}|{json.dumps(asdict(settings), sort_keys=True)}".encode())
     digest.update(weights_digest(model.hf.parameters()).encode())
     digest.update(json.dumps([task.name, list(task.texts), list(task.labels)]).encode())
-    digest.update(weights_digest([head.linear.weight], sample=None).encode())
+    digest.update(head.digest().encode())
     return digest.hexdigest()
 
 
@@ -276,12 +275,16 @@ def _train(model: Model, task: LabeledTexts, head: TaskHead, target: float, sett
         from locedit.patching import as_dtype
 
         run = as_dtype(model, getattr(torch, settings.dtype))
-    linear = copy.deepcopy(head.linear).to(run.device, run.dtype)
-    batch = encode_texts(run, task.texts)
+    reader = head.to(run.device, run.dtype)
+    texts = list(task.texts)
+    batch = encode_texts(run, texts)
     n = batch["input_ids"].shape[0]
+
+    def read(rows: torch.Tensor, masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return reader.logits(final_states(run, select(batch, rows), masks), [texts[i] for i in rows.tolist()])
+
     with torch.no_grad():
-        wanted = torch.cat([linear(final_states(run, select(batch, rows))).argmax(1) for rows in
-                            torch.arange(n).split(settings.batch_size)])  # fmt: skip
+        wanted = torch.cat([read(rows).argmax(1) for rows in torch.arange(n).split(settings.batch_size)])
     generator = torch.Generator().manual_seed(settings.seed)
     logits = {
         kind: (settings.init_mean + 0.01 * torch.randn(layout.shape(kind), generator=generator)).requires_grad_()
@@ -298,13 +301,12 @@ def _train(model: Model, task: LabeledTexts, head: TaskHead, target: float, sett
         for step in range(1, settings.max_steps + 1):
             lam = settings.lambda_start + (step - 1) * settings.lambda_step
             rows = torch.randperm(n, generator=generator)[: settings.batch_size] if n > settings.batch_size else None
-            part = batch if rows is None else select(batch, rows)
             masks = {}
             for kind, value in logits.items():
                 u = torch.rand(value.shape, generator=generator).clamp(1e-6, 1 - 1e-6)
                 soft = torch.sigmoid((value + u.log() - (-u).log1p()) / settings.temperature)
                 masks[kind] = (soft > 0.5).float() + soft - soft.detach()
-            out = linear(final_states(run, part, masks)).float()
+            out = read(torch.arange(n) if rows is None else rows, masks).float()
             faith = torch.nn.functional.cross_entropy(out, wanted if rows is None else wanted[rows.to(wanted.device)])
             sparsity = sum(weights[k] * torch.sigmoid(v).sum() for k, v in logits.items())
             loss = faith + lam * sparsity

@@ -37,6 +37,7 @@ __all__ = [
     "TASKS",
     "ClassificationTask",
     "agreement_task",
+    "hierarchy_choice_task",
     "hierarchy_edits",
     "hierarchy_pairs",
     "hierarchy_task",
@@ -54,12 +55,16 @@ class ClassificationTask:
         labels: one per text; 1 = true / grammatical / the persona agrees, 0 otherwise.
         groups: one integer per text; texts with the same group (a minimal pair) stay together in splits and
             subsets. ``None``: every text is its own group.
+        answers: for a task read by the model's own next token (``locedit.circuits.classifier.answer_head``), one
+            pair per text: its class-0 and class-1 continuations (e.g. ``("cat", "dog")`` after "A beagle is a kind
+            of", label 1). ``None`` for statement tasks read by a trained score head.
     """
 
     name: str
     texts: list[str]
     labels: list[int]
     groups: list[int] | None = field(default=None)
+    answers: list[tuple[str, str]] | None = field(default=None)
 
     def __post_init__(self) -> None:
         if not self.texts:
@@ -68,6 +73,16 @@ class ClassificationTask:
             raise ValueError(f"task {self.name!r}: {len(self.texts)} texts but {len(self.labels)} labels")
         if self.groups is not None and len(self.groups) != len(self.texts):
             raise ValueError(f"task {self.name!r}: {len(self.texts)} texts but {len(self.groups)} groups")
+        if self.answers is not None:
+            if len(self.answers) != len(self.texts):
+                raise ValueError(f"task {self.name!r}: {len(self.texts)} texts but {len(self.answers)} answer pairs")
+            bad = [
+                a for a in self.answers if len(a) != 2 or a[0].strip() == a[1].strip() or not all(x.strip() for x in a)
+            ]
+            if bad:
+                raise ValueError(
+                    f"task {self.name!r}: answers must be pairs of two different non-empty continuations, got {bad[:2]}"
+                )
         bad = [label for label in self.labels if label not in (0, 1) or isinstance(label, bool)]
         if bad:
             raise ValueError(f"task {self.name!r}: labels must be the integers 0 or 1, got {bad[:3]}")
@@ -109,6 +124,7 @@ class ClassificationTask:
             texts=[self.texts[i] for i in indices],
             labels=[self.labels[i] for i in indices],
             groups=None if self.groups is None else [self.groups[i] for i in indices],
+            answers=None if self.answers is None else [self.answers[i] for i in indices],
         )
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[ClassificationTask, ClassificationTask]:
@@ -264,6 +280,19 @@ def hierarchy_task(seed: int = 0) -> ClassificationTask:
             labels.append(label)
             groups.append(g)
     return ClassificationTask("hierarchy", texts, labels, groups)
+
+
+def hierarchy_choice_task(seed: int = 0) -> ClassificationTask:
+    """The hierarchy pairs as prompts read by the model's own next token: "A beagle is a kind of" with the answers
+    (false, true) hypernym, label 1, or (true, false), label 0, alternating so the task is balanced. The class the
+    model picks is the hypernym it gives the higher logit (``locedit.circuits.classifier.answer_head``)."""
+    texts, labels, answers = [], [], []
+    for i, pair in enumerate(hierarchy_pairs(seed)):
+        texts.append(HIERARCHY_PROMPT.format(pair["subject"]))
+        label = 1 - i % 2
+        labels.append(label)
+        answers.append((pair["false"], pair["true"]) if label else (pair["true"], pair["false"]))
+    return ClassificationTask("hierarchy", texts, labels, answers=answers)
 
 
 def hierarchy_edits(seed: int = 0) -> list[dict]:
