@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: a description of the machine they ran on, and writing their result."""
+"""What the benchmark scripts share: a description of the machine they ran on, the header of their result, and
+writing it."""
 
 from __future__ import annotations
 
@@ -23,11 +24,29 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     return (
         f"{cpu}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-        f"native bf16: {native_bf16('cpu')}, load average at start {load:.1f}"
+        f"native bf16: {native_bf16('cpu')}, load average at start {float('nan') if load is None else load:.1f}"
     )
+
+
+def load_average() -> float | None:
+    """The 1-minute load average now, to two decimals (None where the system has none)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def header(model: str, load: str = "start", **extra) -> dict:
+    """What a benchmark's result starts with: the model, torch threads, :func:`machine`, the torch version and the
+    load average now (key ``load_average_1min_<load>``), then ``extra``."""
+    return {
+        "model": model,
+        "threads": torch.get_num_threads(),
+        "machine": machine(),
+        "torch": torch.__version__,
+        f"load_average_1min_{load}": load_average(),
+        **extra,
+    }
 
 
 def write_result(path: str | Path, result: dict) -> None:

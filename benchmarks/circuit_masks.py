@@ -22,13 +22,12 @@ Writes ``benchmarks/results/circuit_masks.json`` (or ``--out``) and prints it.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from bench_common import layer_macs, machine, matmul_gflops, write_result
+from bench_common import header, layer_macs, load_average, matmul_gflops, write_result
 
 
 def main() -> None:
@@ -50,13 +49,7 @@ def main() -> None:
 
     model = load_model(args.model, device="cpu")
     spec = model.spec
-    result: dict = {
-        "model": args.model,
-        "threads": torch.get_num_threads(),
-        "machine": machine(),
-        "torch": torch.__version__,
-        "load_average_1min_start": round(os.getloadavg()[0], 2),
-    }
+    result = header(args.model)
     peak = {"float32": 0.0, "bfloat16": 0.0}
 
     def measure_peak() -> None:
@@ -109,7 +102,7 @@ def main() -> None:
                 "seconds": round(floor_s, 1),
                 "share_of_peak": round(floor_s / circuit_s, 2),
             },
-            "load_average_1min_end": round(os.getloadavg()[0], 2),
+            "load_average_1min_end": load_average(),
         }
     )
     write_result(args.out, result)

@@ -16,12 +16,11 @@ Writes ``benchmarks/results/concepts.json`` (or ``--out``) and prints it.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import torch
-from bench_common import machine, matmul_gflops, write_result
+from bench_common import header, load_average, matmul_gflops, write_result
 from rome import PROMPT, SUBJECT, TARGET, trace_gflop
 
 
@@ -47,9 +46,7 @@ def main() -> None:
     shots = [lookup(concepts, w) for w in SHOT_WORDS]
     (item,), _ = build_prompts(model, [lookup(concepts, "dog")], "3-shot dictionary", shots)
     load_s = time.perf_counter() - started
-    result: dict = {"model": args.model, "machine": machine(), "torch": torch.__version__,
-                    "load_average_1min_start": round(os.getloadavg()[0], 2),
-                    "concepts_load_and_prompt_s": round(load_s, 2)}  # fmt: skip
+    result = header(args.model, concepts_load_and_prompt_s=round(load_s, 2))
     peak = max(matmul_gflops(2048, spec.d_model, spec.d_mlp, torch.float32, repeat=20) for _ in range(2))
     runs = {
         "concept": lambda: trace_concept(model, item, kinds=kinds, samples=args.samples),
@@ -76,7 +73,7 @@ def main() -> None:
             },  # fmt: skip
         }
     result["matmul_gflop_per_second_float32"] = round(peak, 1)
-    result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    result["load_average_1min_end"] = load_average()
     write_result(args.out, result)
 
 

@@ -26,13 +26,12 @@ Writes ``benchmarks/results/neurons.json`` (or ``--out``) and prints the same nu
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import time
 from pathlib import Path
 
 import torch
-from bench_common import machine, write_result
+from bench_common import header, load_average, write_result
 
 #: Shapes for ``--random-shape``: Hugging Face config fields of models we time without their weights.
 RANDOM_SHAPES = {
@@ -142,7 +141,7 @@ def main() -> None:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         gpu_model = torch.cuda.memory_allocated()
-    load_before = os.getloadavg()[0]
+    head = header(args.model, load="before")  # the load average just before the timed runs
     times = []
     for _ in range(args.repeat):
         start = time.perf_counter()
@@ -160,7 +159,7 @@ def main() -> None:
             "gpu_mb_model": round(gpu_model / 2**20),
             "gpu_mb_peak_growth_during_decode": round(growth / 2**20),
         }
-    load_after = os.getloadavg()[0]
+    load_after = load_average()
     low = dec.dtype == "bfloat16"
     compared = {}
     if low:
@@ -175,7 +174,7 @@ def main() -> None:
         "what": f"decode_neurons(kind={args.kind!r}, norm={args.norm}, k={args.k}, chunk={args.chunk}, "
         f"dtype={args.dtype!r}), uncached",
         "decode_dtype": dec.dtype,
-        "model": args.model,
+        **head,
         "neurons": n,
         "neurons_in_model": spec.n_layers * spec.d_mlp,
         "vocab": spec.vocab_size,
@@ -190,11 +189,7 @@ def main() -> None:
         "share_of_time_in_matmul": round(gflop / floor / best, 2),
         **compared,
         **memory,
-        "threads": torch.get_num_threads(),
-        "machine": machine(),
-        "load_average_1min_before": round(load_before, 2),
-        "load_average_1min_after": round(load_after, 2),
-        "torch": torch.__version__,
+        "load_average_1min_after": load_after,
         "target": "≤ 10 s, ≤ 2 GB above the model (all 46,080 SmolLM2 up neurons, 2 cores)",
         "top1_example": dec.top(0, 0, 3),
     }

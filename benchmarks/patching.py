@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-from bench_common import machine
+from bench_common import header, load_average
 
 import locedit
 from locedit.patching import activation_patching_grid, as_dtype
@@ -286,7 +285,7 @@ def main(argv=None) -> int:
     model = locedit.load_model(args.model, device="cpu")
     target = model.token_id(" Paris")
     rows: list[dict] = []
-    results = {"machine": machine(), "torch": torch.__version__, "model": args.model, "rows": rows}
+    results = {**header(args.model), "rows": rows}
     kept = _kept(Path(args.out), args) if args.merge else {"rows": []}
     for dtype_name in args.dtypes:
         run_model = as_dtype(model, getattr(torch, dtype_name))
@@ -303,7 +302,7 @@ def main(argv=None) -> int:
     if args.profile:
         clean, corrupt = prompts(model, args.profile)
         results["profile"] = profile(model, clean, corrupt, target)
-    results["load_average_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    results["load_average_at_end"] = load_average()
     _write(args.out, results, kept)
     print_table(json.loads(Path(args.out).read_text()))
     return 0
@@ -319,7 +318,7 @@ def measure_row(run_model, model, tokens: int, dtype_name: str, condition: str, 
         "requested_tokens": tokens,
         "dtype": dtype_name,
         "patches": model.spec.n_layers * clean.shape[1],
-        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "load_average_at_start": load_average(),
         "torch_threads": torch.get_num_threads(),
     }
     grids, skipped = {}, {}

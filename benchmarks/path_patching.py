@@ -30,12 +30,11 @@ start and the end is recorded: on a shared machine the times are only indicative
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import torch
-from bench_common import layer_macs, machine, matmul_gflops, write_result
+from bench_common import header, layer_macs, load_average, matmul_gflops, write_result
 
 
 def floor_gflop(spec, lengths: list[int], senders: list[tuple[int, int]]) -> float:
@@ -126,12 +125,7 @@ def main() -> None:
     result: dict = {
         "what": f"path patching, all {len(senders)} heads -> logits, {args.prompts} IOI prompts (flipped S2 -> IO) "
         f"from {args.templates} template(s)",
-        "model": args.model,
-        "dtype": "float32",
-        "threads": torch.get_num_threads(),
-        "machine": machine(),
-        "torch": torch.__version__,
-        "load_average_1min_start": round(os.getloadavg()[0], 2),
+        **header(args.model, dtype="float32"),
         "prompt_lengths": sorted(set(lengths)),
         "patched_rows": args.prompts * len(senders),
     }
@@ -211,7 +205,7 @@ def main() -> None:
         "float32_s": round(gflop / best, 2),
         "share_of_floor": round(gflop / best / result["ours_s"], 2),
     }
-    result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    result["load_average_1min_end"] = load_average()
     write_result(args.out, result)
 
 

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from bench_common import layer_macs, machine, matmul_gflops, write_result
+from bench_common import header, layer_macs, load_average, matmul_gflops, write_result
 
 PROMPT, SUBJECT, TARGET = "The Eiffel Tower is located in the city of", "Eiffel Tower", "Paris"
 
@@ -106,13 +105,7 @@ def main() -> None:
     from locedit.tracing import causal_trace
 
     model = load_model(args.model, device="cpu")
-    result: dict = {
-        "model": args.model,
-        "threads": torch.get_num_threads(),
-        "machine": machine(),
-        "torch": torch.__version__,
-        "load_average_1min_start": round(os.getloadavg()[0], 2),
-    }
+    result = header(args.model)
     kinds = ("hidden", "mlp", "attn")
     spec = model.spec
     # this CPU's matmul speed at the model's MLP shapes, to turn the FLOPs a task cannot avoid into a time floor; the
@@ -212,7 +205,7 @@ def main() -> None:
         }
         print(json.dumps(result["memit"], indent=2), flush=True)
 
-    result["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    result["load_average_1min_end"] = load_average()
     write_result(args.out, result)
 
 

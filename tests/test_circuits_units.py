@@ -48,6 +48,7 @@ def test_smollm2_layout_counts_every_unit_parameter():
 def test_layout_and_total_params_match_the_model(family):
     model = tiny_model(family)
     layout = unit_layout(model)
+    assert layout.block_sizes() == model.spec.block_sizes()  # the sizes are the spec's, declared once (arch)
     assert layout.n_norms == (1 if family == "gptj" else 2)
     covered = sum(mask.numel() for mask in parameter_masks(model, full_circuit(layout)).values())
     assert covered == layout.total_params
@@ -174,6 +175,9 @@ def test_complement_counts_and_round_trip():
     assert circuit.unit_density("neuron") == circuit.n_units("neuron") / (layout.n_layers * layout.d_mlp)
     again = Circuit.from_dict(json.loads(json.dumps(circuit.to_dict())))
     assert again == circuit and again.layout == layout
+    # the serialised layout's keys (what cached masks were written with)
+    assert list(circuit.to_dict()["layout"]) == ["n_layers", "d_model", "d_mlp", "n_heads", "n_kv_heads", "head_dim",
+                                                 "n_norms", "gated", "mlp_bias", "qkv_bias", "norm_bias"]  # fmt: skip
 
 
 def test_circuit_refuses_bad_masks():

@@ -107,6 +107,35 @@ def test_ft_and_memit_tiny(tiny_tok):
     assert _same(tiny_tok, before)
 
 
+def test_target_loss_is_each_rows_teacher_forced_nll(tiny_tok):
+    """FT-L's loss (shared with chapter 5's masked fine-tuning): rows of different prompt and target lengths,
+    right-padded, with only the logits of the positions that predict a target token, give each row's own mean NLL
+    (the metrics' target_nll, and the row run alone)."""
+    from locedit.editing.ft import target_loss, target_rows
+    from locedit.evaluation import target_nll
+    from locedit.tokens import target_ids
+
+    prompts, targets = ["The Eiffel Tower is located in the city of", "Jimi Hendrix plays the"], ["Rome", "bass guitar"]
+    p_ids = [tiny_tok.tokenizer(p)["input_ids"] for p in prompts]
+    t_ids = [target_ids(tiny_tok, t) for t in targets]
+    assert len(p_ids[0]) > len(p_ids[1]) and len(t_ids[1]) > 1 == len(t_ids[0])
+    rows = target_rows(tiny_tok, p_ids, t_ids)
+    assert rows.labels.shape == (2, rows.ids.shape[1] - len(p_ids[1]) + 1)  # the earlier prompt positions are left out
+    assert rows.mask.sum(1).tolist() == [len(p) + len(t) - 1 for p, t in zip(p_ids, t_ids, strict=True)]
+    with torch.no_grad():
+        loss = target_loss(tiny_tok, rows)
+        alone = torch.cat(
+            [target_loss(tiny_tok, target_rows(tiny_tok, [p], [t])) for p, t in zip(p_ids, t_ids, strict=True)]
+        )
+    assert loss.shape == (2,) and loss.dtype == torch.float32
+    assert torch.allclose(loss.double(), target_nll(tiny_tok, prompts, targets), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(loss, alone, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one token"):
+        target_rows(tiny_tok, [p_ids[0]], [[]])
+    with pytest.raises(ValueError, match="1 prompts but 2 targets"):
+        target_rows(tiny_tok, [p_ids[0]], t_ids)
+
+
 def test_memit_does_not_depend_on_the_order_of_facts(tiny_tok):
     """MEMIT optimises its z's in batches sorted by length; each z must go back to its own fact, so the same facts
     in another order (and in batches of one) give the same update."""

@@ -13,7 +13,7 @@ Foundations (import nothing else of locedit, or only what is listed):
     _checks       argument checks shared by the entry points (integers, strings, prompt lists, counts)
     threads       how many torch threads a hot loop uses: affinity, cgroup quota, idle CPUs; LOCEDIT_THREADS
     devices       resolve_device ("auto", "cpu", "cuda", "mps" with clear errors), native_bf16
-    arch          one FamilyTable per model family, the SITES table, layer adapters, output head
+    arch          one FamilyTable per model family, BlockSizes, the SITES table, layer adapters, output head
     models        load_model, the Model handle, built-in offline models and their verified cache
                                                                                     (arch, files, devices, _checks)
     tokens        a target's token ids with its leading space, the pad-id rule, padding of id rows  (models)
@@ -27,7 +27,7 @@ Methods (may import the foundations and the methods listed):
     activations   neuron activations over texts, activation samples                                  (neurons)
     clamping      clamp neurons, generate and score under clamps                                     (neurons)
     editing/      edit (Edit, stacks, per-row edits), common (requests), layers (which layer to edit),
-                  stats (key statistics), values (ROME/MEMIT value optimisation), rome, memit, ft
+                  stats (key statistics), values (ROME/MEMIT value optimisation), rome, memit, ft (and its loss)
                                                                                    (tracing, tokens)
     evaluation    CounterFact metrics                                                   (editing.edit, data)
     concepts/     GCIDE nouns and modern glosses (cached), reverse-dictionary prompts, definition buckets and

@@ -13,7 +13,7 @@ engine (Hugging Face's cache API).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
@@ -272,17 +272,29 @@ def _first(config, *names: str, default=None):
 
 
 @dataclass(frozen=True)
-class ArchSpec:
-    """A model family's table plus the sizes read from its config."""
+class BlockSizes:
+    """The sizes of a decoder's blocks: how many, the residual width, the MLP width, query and key/value heads, and
+    the width of one head. Declared here once; :class:`ArchSpec` and :class:`locedit.circuits.units.UnitLayout`
+    extend it."""
 
-    family: str
-    table: FamilyTable
     n_layers: int
     d_model: int
     d_mlp: int
     n_heads: int
     n_kv_heads: int
     head_dim: int
+
+    def block_sizes(self) -> dict[str, int]:
+        """The :class:`BlockSizes` fields alone, by name (to build another kind of :class:`BlockSizes` from them)."""
+        return {f.name: getattr(self, f.name) for f in fields(BlockSizes)}
+
+
+@dataclass(frozen=True)
+class ArchSpec(BlockSizes):
+    """A model family's table plus the sizes read from its config (:class:`BlockSizes` and the vocabulary's)."""
+
+    family: str
+    table: FamilyTable
     vocab_size: int
 
     @property

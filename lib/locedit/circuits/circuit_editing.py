@@ -22,10 +22,11 @@ The paper edits it with the circuit's own mask (``parameter_masks(model, circuit
 **Speed.** One edit is 10 forward + backward passes of one short prompt. Only parameters with a mask entry get a
 gradient (autograd then stops below the lowest of them), and a linear weight whose mask is whole rows or columns
 (a circuit's neurons and heads) gets the gradient of those alone (:mod:`locedit.circuits.masked_sgd`); only the
-logits of the target's positions are computed; the weights are snapshot once per sweep (restored by copying
-back) with the clamp bounds precomputed; the metric before the edits runs for all requests together, and after
-each edit one call scores its rewrite prompt and paraphrases against both targets. The floor is the forward and
-the input-gradient half of the backward pass, which any edit of the lowest layers needs.
+logits of the target's positions are computed (FT-L's loss, :func:`locedit.editing.ft.target_loss`); the weights
+are snapshot once per sweep (restored by copying back) with the clamp bounds precomputed; the metric before the
+edits runs for all requests together, and after each edit one call scores its rewrite prompt and paraphrases
+against both targets. The floor is the forward and the input-gradient half of the backward pass, which any edit
+of the lowest layers needs.
 
 :func:`rome_inside_outside` runs chapter 1's ROME at the layer where a circuit holds the largest share of MLP
 neurons and at the layer where it holds the smallest (the rule is in its docstring).
@@ -41,13 +42,13 @@ from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import torch
-from torch.nn import functional as F
 
 from locedit._checks import integer
 from locedit.circuits.masked_sgd import DenseEntries, FeatureEntries, entries_for
 from locedit.circuits.units import Circuit, parameter_masks, pruned
 from locedit.editing.common import Request, as_request
 from locedit.editing.edit import EditError, frozen, restoring
+from locedit.editing.ft import target_loss, target_rows
 from locedit.editing.rome import ROMEHyperParams, rome_each
 from locedit.evaluation import evaluate, target_nll
 from locedit.models import Model
@@ -265,17 +266,14 @@ def _nan_error(step: int, loss: float) -> EditError:
 def _train(model: Model, item: _Item, trainable: _Trainable, settings: MaskedFTSettings) -> tuple[list[float], int]:
     """Run the edit on the model's weights in place (the caller restores them): (the loss at each step's forward
     pass, the number of SGD steps taken)."""
-    device = model.device
-    ids = torch.tensor([item.prompt_ids + item.new_ids[:-1]], device=device)  # [1, prompt + target - 1]
-    labels = torch.tensor(item.new_ids, device=device)  # [target]
+    rows = target_rows(model, [item.prompt_ids], [item.new_ids])
     losses: list[float] = []
     try:
         for part in trainable.parts:
             part.start()
         for step in range(settings.steps):
             with torch.enable_grad():
-                logits = model.hf(input_ids=ids, logits_to_keep=len(labels), use_cache=False).logits[0]
-                loss = F.cross_entropy(logits.float(), labels)
+                (loss,) = target_loss(model, rows)  # FT-L's loss (locedit.editing.ft)
             value = loss.item()
             losses.append(value)
             if not math.isfinite(value):

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from locedit.arch import BlockSizes
 from locedit.hooks import Site, attach
 from locedit.models import Model
 
@@ -38,19 +39,15 @@ UNIT_KINDS = ("neuron", "head", "norm")
 
 
 @dataclass(frozen=True)
-class UnitLayout:
-    """The sizes that fix every unit and the parameters it owns.
+class UnitLayout(BlockSizes):
+    """The sizes that fix every unit and the parameters it owns: the model's :class:`~locedit.arch.BlockSizes`
+    (``n_layers``, ``d_model``, ``d_mlp``, ``n_heads``, ``n_kv_heads``, ``head_dim``) and the unit's own.
 
+    ``n_norms``: norms per block whose elements are units (2, or 1 for one norm shared by attention and MLP);
     ``gated``: the MLP has a gate projection; ``mlp_bias``: its up (and gate) projections have biases; ``qkv_bias``:
     the query/key/value projections have biases; ``norm_bias``: the norms have biases (LayerNorm).
     """
 
-    n_layers: int
-    d_model: int
-    d_mlp: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
     n_norms: int
     gated: bool = True
     mlp_bias: bool = False
@@ -130,12 +127,7 @@ def unit_layout(model: Model) -> UnitLayout:
     q = spec.part(hf, "attn_q", 0)
     norm = spec.part(hf, "attn_norm", 0)
     return UnitLayout(
-        n_layers=spec.n_layers,
-        d_model=spec.d_model,
-        d_mlp=spec.d_mlp,
-        n_heads=spec.n_heads,
-        n_kv_heads=spec.n_kv_heads,
-        head_dim=spec.head_dim,
+        **spec.block_sizes(),
         n_norms=1 if table.attn_norm == table.mlp_norm else 2,
         gated=spec.gated_mlp,
         mlp_bias=getattr(up, "bias", None) is not None,

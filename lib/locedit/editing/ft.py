@@ -5,14 +5,21 @@ whole MLP with ``whole_mlp=True``), and after every step clamping each weight to
 of its original value (an L∞ ball). Defaults are the released code's FT-L settings (lr 5e-4, 25 steps,
 norm_constraint 5e-4). One difference: the code scores every target token at the prompt's last position; we
 teacher-force the target tokens (the NLL the metrics use).
+
+The loss, :func:`target_loss` on :func:`target_rows`, is shared with chapter 5's masked fine-tuning
+(:mod:`locedit.circuits.circuit_editing`): the mean NLL of each target's tokens after its prompt, with the logits of
+only the positions that predict a target token computed.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import torch
+from torch.nn import functional as F
 
 from locedit._checks import integer
 from locedit.editing.common import (
@@ -75,7 +82,7 @@ def ft(model: Model, facts, hparams: FTHyperParams | None = None) -> Edit:
         names = [name]
     params = dict(model.hf.named_parameters())
     started = time.perf_counter()
-    ids, mask, labels = _rows(model, requests)
+    rows = _rows(model, requests)
     log = []
     with restoring(model, names) as originals, frozen(model), torch.enable_grad():
         trained = [params[n] for n in names]
@@ -84,7 +91,7 @@ def ft(model: Model, facts, hparams: FTHyperParams | None = None) -> Edit:
         optimiser = torch.optim.Adam(trained, lr=hp.lr, weight_decay=hp.weight_decay)
         for step in range(hp.num_steps):
             optimiser.zero_grad()
-            loss = _row_nll(model.hf(input_ids=ids, attention_mask=mask).logits, labels).mean()
+            loss = target_loss(model, rows).mean()
             log.append({"step": step, "loss": loss.item()})
             if loss.item() < hp.early_stop_loss:
                 break
@@ -130,7 +137,7 @@ def ft_each(model: Model, facts: list, hparams: FTHyperParams | None = None, gro
     for lo in progress(range(0, len(requests), group), f"fine-tuning ({group} facts a group)", unit="group"):
         chunk = requests[lo : lo + group]
         started = time.perf_counter()
-        ids, mask, labels = _rows(model, chunk)
+        rows = _rows(model, chunk)
         n = len(chunk)
         delta = torch.zeros(n, d_out, d_in, device=weight.device, dtype=torch.float32, requires_grad=True)
         optimiser = torch.optim.Adam([delta], lr=hp.lr)
@@ -145,7 +152,7 @@ def ft_each(model: Model, facts: list, hparams: FTHyperParams | None = None, gro
             with frozen(model), torch.enable_grad():
                 for _step in range(hp.num_steps):
                     optimiser.zero_grad()
-                    loss = _row_nll(model.hf(input_ids=ids, attention_mask=mask).logits, labels)  # [n]
+                    loss = target_loss(model, rows)  # [n]
                     losses.append(loss.detach().tolist())
                     done = done | (loss.detach() < hp.early_stop_loss)
                     if bool(done.all()):
@@ -173,25 +180,51 @@ def ft_each(model: Model, facts: list, hparams: FTHyperParams | None = None, gro
     return edits
 
 
-def _rows(model: Model, requests) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded prompt + target ids, mask and labels (-100 except on the target tokens): [n, T] each."""
-    tok = model.tokenizer
-    rows, spans = [], []
-    for r in requests:
-        target = target_ids(model, r.target_new)
-        prompt = tok(r.text)["input_ids"]
-        rows.append(prompt + target)
-        spans.append((len(prompt), target))
+class TargetRows(NamedTuple):
+    """Teacher-forced rows for the NLL of targets after prompts (:func:`target_rows`)."""
+
+    ids: torch.Tensor  # [n, T] each prompt + its target without the last token, right-padded
+    mask: torch.Tensor  # [n, T] 1 on tokens, 0 on padding
+    labels: torch.Tensor  # [n, keep] the token each of the last keep positions predicts, -100 where none
+
+
+def target_rows(model: Model, prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> TargetRows:
+    """The rows :func:`target_loss` reads, for target token ids ``targets[i]`` after prompt ids ``prompts[i]``.
+
+    The last target token is never an input, and ``keep`` (``labels.shape[1]``) reaches back to the earliest
+    position that predicts a target token, so the logits of the prompts' earlier positions are never computed.
+    """
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
+    if not prompts:
+        raise ValueError("no rows: give at least one prompt and target")
+    if not all(len(p) and len(t) for p, t in zip(prompts, targets, strict=True)):
+        raise ValueError("every prompt and every target needs at least one token")
+    rows = [[*p, *t[:-1]] for p, t in zip(prompts, targets, strict=True)]
     batch = pad_rows(rows, pad_id(model), "right", model.device)
-    labels = torch.full_like(batch["input_ids"], -100, device="cpu")
-    for i, (start, target) in enumerate(spans):
+    first = min(len(p) for p in prompts) - 1  # the earliest position predicting a target token
+    keep = batch["input_ids"].shape[1] - first
+    labels = torch.full((len(prompts), keep), -100, dtype=torch.long)
+    for i, (prompt, target) in enumerate(zip(prompts, targets, strict=True)):
+        start = len(prompt) - 1 - first
         labels[i, start : start + len(target)] = torch.tensor(target)
-    return batch["input_ids"], batch["attention_mask"], labels.to(model.device)
+    return TargetRows(batch["input_ids"], batch["attention_mask"], labels.to(model.device))
 
 
-def _row_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean NLL of the labelled tokens of each row: [n]."""
-    logits, shifted = logits[:, :-1].float(), labels[:, 1:]
-    valid = shifted != -100
-    picked = logits.log_softmax(-1).gather(2, shifted.clamp(min=0)[..., None])[..., 0]
-    return -(picked * valid).sum(1) / valid.sum(1)
+def target_loss(model: Model, rows: TargetRows) -> torch.Tensor:
+    """The mean NLL of each row's target tokens after its prompt, teacher-forced, differentiable: float32 [n].
+
+    One forward pass computing the logits of the last ``rows.labels.shape[1]`` positions only (``logits_to_keep``).
+    """
+    keep = rows.labels.shape[1]
+    logits = model.hf(input_ids=rows.ids, attention_mask=rows.mask, logits_to_keep=keep, use_cache=False).logits
+    nll = F.cross_entropy(logits.float().flatten(0, 1), rows.labels.flatten(), reduction="none")  # 0 at -100
+    return nll.view_as(rows.labels).sum(1) / (rows.labels != -100).sum(1)
+
+
+def _rows(model: Model, requests) -> TargetRows:
+    """The :func:`target_rows` of the requests' prompts and ``target_new`` tokens."""
+    tok = model.tokenizer
+    return target_rows(
+        model, [tok(r.text)["input_ids"] for r in requests], [target_ids(model, r.target_new) for r in requests]
+    )
