@@ -14,6 +14,7 @@ from locedit.data.classification import (
     TASKS,
     ClassificationTask,
     agreement_task,
+    hierarchy_choice_task,
     hierarchy_edits,
     hierarchy_pairs,
     hierarchy_task,
@@ -99,6 +100,23 @@ def test_hierarchy_pairs_and_statements():
     i = task.texts.index("A beagle is a kind of dog.")
     assert task.labels[i] == 1 and task.labels[i + 1] == 0 and task.groups[i] == task.groups[i + 1]
     assert task.texts[i + 1].startswith("A beagle is a kind of ") and task.texts[i + 1] != task.texts[i]
+
+
+def test_hierarchy_choice_task_asks_for_the_hypernym_between_the_true_and_the_false_one():
+    pairs = hierarchy_pairs()
+    task = hierarchy_choice_task()
+    assert len(task) == len(pairs) and abs(2 * sum(task.labels) - len(task)) <= 1
+    for text, label, answers, pair in zip(task.texts, task.labels, task.answers, pairs, strict=True):
+        assert text == f"{pair['subject']} is a kind of"
+        assert answers[label] == pair["true"] and answers[1 - label] == pair["false"]
+    train, test = task.split(0.2)
+    assert len(train) + len(test) == len(task)
+    for part in (train, test):
+        assert all(task.answers[task.texts.index(t)] == a for t, a in zip(part.texts, part.answers, strict=True))
+    with pytest.raises(ValueError, match="answer pairs"):
+        ClassificationTask("x", ["a", "b"], [0, 1], answers=[("cat", "dog")])
+    with pytest.raises(ValueError, match="two different"):
+        ClassificationTask("x", ["a", "b"], [0, 1], answers=[("cat", "dog"), ("dog", " dog")])
 
 
 def test_hierarchy_edits_are_counterfact_requests_the_editors_accept():
