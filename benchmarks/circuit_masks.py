@@ -1,7 +1,8 @@
 """Benchmark: one learned circuit at one density on the real model (issue #24's speed target: <= 5 min on 2 cores).
 
-The chapter's quick setting: ``--texts`` hierarchy statements (balanced, about 10 tokens each), a score head trained
-on the frozen model, then :func:`locedit.circuits.masks.learn_circuit` with the default
+The chapter's quick setting: ``--texts`` texts of the task (hierarchy: prompts of about 8 tokens read by the model's
+own answer tokens; agreement and persona: statements read by a score head trained on the frozen model), then
+:func:`locedit.circuits.masks.learn_circuit` with the default
 :class:`~locedit.circuits.masks.MaskSettings` to ``--density`` (no cache). Reports the steps, seconds per step and
 per circuit, whether the density was reached, and the paper's scores.
 
@@ -43,7 +44,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from locedit import load_model
-    from locedit.circuits.classifier import encode_texts, train_head
+    from locedit.circuits.classifier import answer_head, encode_texts, train_head
     from locedit.circuits.masks import MaskSettings, learn_circuit
     from locedit.data.classification import TASKS
 
@@ -60,7 +61,7 @@ def main() -> None:
     task = TASKS[args.task]().subset(args.texts)
     lengths = encode_texts(model, task.texts)["attention_mask"].sum(1)
     start = time.perf_counter()
-    head = train_head(model, task)
+    head = answer_head(model, task) if task.answers else train_head(model, task)
     head_s = time.perf_counter() - start
     settings = MaskSettings(dtype=args.dtype)
     start = time.perf_counter()

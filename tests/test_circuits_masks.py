@@ -9,11 +9,14 @@ import torch
 
 from locedit.circuits.classifier import answer_head, train_head
 from locedit.circuits.masks import MaskSettings, circuit_scores, learn_circuit
-from locedit.circuits.units import full_circuit, unit_layout
+from locedit.circuits.units import UNIT_KINDS, full_circuit, unit_layout
 from test_circuits_classifier import ToyTask, toy_choice_task, toy_task
 from word_model import tiny_word_llama
 
-FAST = MaskSettings(lr=0.2, lambda_start=1.0, lambda_step=2.0, max_steps=150)
+# every unit kind, small logits, the whole toy task in each step (the defaults are tuned for SmolLM2)
+FAST = MaskSettings(
+    lr=0.2, init_mean=2.7, lambda_start=1.0, lambda_step=2.0, max_steps=150, batch_size=128, kinds=UNIT_KINDS
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +69,7 @@ def test_never_reaching_the_density_is_reported(model, head):
 
 def test_a_collapse_to_nothing_is_reported(model, head):
     # a huge learning rate and sparsity weight drive every logit below zero in one step
-    settings = MaskSettings(lr=100.0, lambda_start=1e6, max_steps=5)
+    settings = MaskSettings(lr=100.0, lambda_start=1e6, max_steps=5, kinds=UNIT_KINDS)
     learned = learn_circuit(model, toy_task(), head, 0.3, settings, cache=False)
     assert not learned.reached and "collapsed" in learned.stop
     assert learned.circuit.n_units() == 0 and _finite(learned)

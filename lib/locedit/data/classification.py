@@ -284,10 +284,12 @@ def hierarchy_task(seed: int = 0) -> ClassificationTask:
 
 def hierarchy_choice_task(seed: int = 0) -> ClassificationTask:
     """The hierarchy pairs as prompts read by the model's own next token: "A beagle is a kind of" with the answers
-    (false, true) hypernym, label 1, or (true, false), label 0, alternating so the task is balanced. The class the
-    model picks is the hypernym it gives the higher logit (``locedit.circuits.classifier.answer_head``)."""
+    (false, true) hypernym, label 1, or (true, false), label 0, alternating so the task is balanced (an odd last pair
+    is left out). The class the model picks is the hypernym it gives the higher logit
+    (``locedit.circuits.classifier.answer_head``)."""
     texts, labels, answers = [], [], []
-    for i, pair in enumerate(hierarchy_pairs(seed)):
+    pairs = hierarchy_pairs(seed)
+    for i, pair in enumerate(pairs[: len(pairs) // 2 * 2]):
         texts.append(HIERARCHY_PROMPT.format(pair["subject"]))
         label = 1 - i % 2
         labels.append(label)
@@ -423,8 +425,10 @@ def persona_task() -> ClassificationTask:
     return ClassificationTask("persona", texts, labels)
 
 
+#: The chapter's three tasks. Hierarchy is asked as a prompt read by the model's own answer tokens
+#: (:func:`hierarchy_task` holds the same pairs as true / false statements for a score head).
 TASKS: dict[str, Callable[[], ClassificationTask]] = {
-    "hierarchy": hierarchy_task,
+    "hierarchy": hierarchy_choice_task,
     "agreement": agreement_task,
     "persona": persona_task,
 }
