@@ -13,11 +13,6 @@
 # ---
 
 # %% [markdown]
-# **Draft, not executed and not part of the book yet (issue #24).** The library it calls is on main and tested;
-# what stops it is that the learned masks are not yet faithful at the speeds a quick run allows (SmolLM2, batch 16,
-# 80-90 steps: circuits at 35-50% density score at chance on held-out statements). `make test` and `make book`
-# do not run files in `chapters/drafts/`; move it to `chapters/` once the mask schedule finds faithful circuits.
-#
 # # 5. Circuits meet knowledge editing
 #
 # **Question.** Chapter 4 found a *circuit*: the few heads that carry a task. Chapter 1 *edited* a fact by changing
@@ -35,8 +30,8 @@
 # 4. circuits of different tasks overlap **moderately**.
 #
 # This chapter repeats the study on SmolLM2-135M-Instruct (or Gemma 3 270M, `model_name="gemma3-270m"`), with one
-# deliberate change, forced by two CPU cores: the mask is over *structured units* (MLP neurons, attention heads,
-# norm gains), not over each of the 106 million weights. Section 2 says exactly what that changes.
+# deliberate change, forced by two CPU cores: the mask is over *structured units* (MLP neurons and attention heads;
+# norm gains in a separate run), not over each of the 106 million weights. Section 2 says exactly what that changes.
 #
 # Parameters: `quick=True` (CI) learns masks on fewer statements for fewer steps and edits fewer facts; every number
 # printed says which setting produced it. Learned masks are cached by content hash, so a second run is fast.
@@ -48,6 +43,8 @@ quick = False
 seed = 0
 
 # %%
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import torch
@@ -56,11 +53,11 @@ from IPython.display import HTML, display
 from locedit import load_model
 from locedit.circuits.circuit_editing import edit_sweep, rome_inside_outside, summarize
 from locedit.circuits.classifier import accuracy as head_accuracy
-from locedit.circuits.classifier import train_head
+from locedit.circuits.classifier import answer_head, train_head
 from locedit.circuits.composition import composition, overlap_matrix
 from locedit.circuits.masks import MaskSettings, circuit_scores, learn_circuit
-from locedit.circuits.units import parameter_masks, random_circuit, unit_layout
-from locedit.data.classification import TASKS, hierarchy_edits
+from locedit.circuits.units import UNIT_KINDS, parameter_masks, random_circuit, unit_layout
+from locedit.data.classification import TASKS, hierarchy_edits, hierarchy_task
 from locedit.editing.rome import ROMEHyperParams
 from locedit.evaluation import target_nll
 from locedit.results import ChapterResults, Claim, verdict
@@ -89,35 +86,54 @@ print(
 )
 
 # %% [markdown]
-# ## 1. Three tasks, read by a trained score head
+# ## 1. Three tasks, and how the model is read
 #
 # The paper's tasks are binary classifications: **hierarchy** statements ("A British Shorthair is a kind of cat."
 # true, "... of dog." false), **determiner–noun agreement** from BLiMP ("Craig explored that grocery store" vs
 # "... those grocery store") and **persona** statements from Anthropic's model-written evaluations (would a given
-# persona agree?). We wrote equivalents for this book (`locedit.data.classification`): 120+ hyponym–hypernym pairs
-# with one false twin each, agreement sentences from templates (regular and irregular plurals, with and without an
-# adjective), and agree / disagree statements of one persona (extraversion).
+# persona agree?). We wrote equivalents for this book (`locedit.data.classification`): 289 hyponym–hypernym pairs
+# in 38 categories, each with a false hypernym from the same domain; agreement sentences from templates (regular and
+# irregular plurals, with and without an adjective); and agree / disagree statements of one persona (extraversion).
 #
-# **How the classifier reads the model.** As in the paper, the language model is frozen and only a two-way *score
-# head* is trained on top of it: a linear map from the final-norm hidden state at the text's last token,
-# $\hat y = \arg\max_c\, (W h_{\text{last}} + b)_c$, with $W \in \mathbb{R}^{2 \times d}$ (the paper's
-# `GPT2ForSequenceClassification`, whose `score` layer has no bias; ours has one). It is trained on 80% of the
-# statements and tested on the other 20%. The head only *reads*: whatever the task needs must already be computed by
-# the network underneath, which is what the mask will search.
+# **How the classifier reads the model.** The paper freezes GPT-2 and trains only a two-way *score head*: a linear
+# map from the final-norm hidden state at the text's last token, $\hat y = \arg\max_c\, (W h_{\text{last}})_c$, with
+# $W \in \mathbb{R}^{2 \times d}$ (the bias-free `score` layer of `GPT2ForSequenceClassification`), trained on 80% of
+# the statements and tested on the other 20%. We do the same for agreement and persona.
+#
+# For hierarchy we read the model's **own answer** instead. A score head trained on our true / false hierarchy
+# statements generalises poorly (the last row of the table below), while the language model itself, asked
+# "A beagle is a kind of", prefers the true hypernym to the false one on most pairs. So each hierarchy item is that
+# prompt with two candidate next tokens, and the class is the one the model's unembedding scores higher:
+#
+# $$\hat y = \arg\max_{c \in \{0, 1\}}\; W_U[a_c] \cdot h_{\text{last}},$$
+#
+# where $a_0, a_1$ are the two hypernyms (their order alternates, so the labels are balanced). Nothing is trained, and
+# a circuit that keeps this reading keeps what the model itself would say. Either way the head only *reads*: what the
+# task needs must already be computed by the network underneath, which is what the mask will search.
 
 # %%
+READING = {"answer": "the model's own answer tokens", "score": "a score head trained on 80%"}
 with timed("tasks"):
     tasks = {name: make() for name, make in TASKS.items()}
     splits = {name: task.split(0.2, seed=seed) for name, task in tasks.items()}
-    heads, task_rows = {}, []
-    for name, (train, test) in splits.items():
-        heads[name] = train_head(model, train, seed=seed)
-        task_rows.append({"task": name, "statements": len(tasks[name].texts), "example": tasks[name].texts[0],
-                          "train accuracy": head_accuracy(model, heads[name], train),
-                          "test accuracy": head_accuracy(model, heads[name], test)})  # fmt: skip
+    heads = {name: answer_head(model, task) if task.answers else train_head(model, splits[name][0], seed=seed)
+             for name, task in tasks.items()}  # fmt: skip
+    statements = hierarchy_task(seed)  # the same pairs as true / false statements, read by a score head
+    statement_split = statements.split(0.2, seed=seed)
+    statement_head = train_head(model, statement_split[0], seed=seed)
+
+
+def _task_row(name: str, task, head, split) -> dict:
+    example = task.texts[0] + (f" → {' / '.join(task.answers[0])}" if task.answers else "")
+    return {"task": name, "read by": READING[head.kind], "texts": len(task.texts), "example": example,
+            "train accuracy": head_accuracy(model, head, split[0]), "test accuracy": head_accuracy(model, head, split[1])}  # fmt: skip
+
+
+task_rows = [_task_row(name, tasks[name], heads[name], splits[name]) for name in tasks]
+task_rows.append(_task_row("hierarchy as statements", statements, statement_head, statement_split))
 task_table = pd.DataFrame(task_rows).set_index("task")
 display(task_table)
-results.metrics.update({f"head_test_accuracy.{r['task']}": round(r["test accuracy"], 4) for r in task_rows})
+results.metrics.update({f"test_accuracy.{r['task']}": round(r["test accuracy"], 4) for r in task_rows})
 
 # %% [markdown]
 # ## 2. Learning a circuit with a differentiable mask
@@ -133,7 +149,8 @@ results.metrics.update({f"head_test_accuracy.{r['task']}": round(r["test accurac
 # $$\mathcal L = \underbrace{\mathrm{CE}\big(f_{m}(x),\ \arg\max f(x)\big)}_{\text{faithfulness}} \;+\;
 # \lambda_t\, \underbrace{\frac{\sum_u n_u\, \sigma(\alpha_u)}{\sum_u n_u}}_{\text{expected density}},$$
 #
-# where $f$ is the full model with its score head, $f_m$ the masked one, $n_u$ the number of parameters of unit $u$
+# where $f$ is the full model read by its task's head (score head or answer tokens), $f_m$ the masked one, $n_u$ the
+# number of parameters of unit $u$
 # and $\lambda_t$ rises step by step. Training stops the first time the circuit's parameter density falls to the
 # target. The circuit is the set of units with $\mathbb 1[\alpha_u > 0]$, evaluated as a stand-alone pruned network:
 # every parameter outside it set to zero (the paper's *circuit model*); the *complement* zeroes the circuit instead.
@@ -151,12 +168,22 @@ results.metrics.update({f"head_test_accuracy.{r['task']}": round(r["test accurac
 # paper's. And the "layer-norm share" changes meaning: SmolLM2's RMSNorm has a gain and no bias, 34,560 parameters
 # in all, 0.03% of the blocks, so by *parameters* norms can never be a large share of any circuit here, while by
 # *units* they are 43% of all units. We report both, and compare each with random circuits of the same density.
+#
+# **What is masked, and the schedule.** The main circuits mask MLP neurons and attention heads; norm gains stay whole
+# (in our first trials, masking them as well left every circuit at chance on held-out texts). Section 4 runs the
+# mask once more with norm gains included, for the paper's layer-norm claim. The paper trains for up to 10,000
+# epochs with $\lambda$ rising by 1 an epoch; two cores allow a few dozen steps, so $\lambda$ starts at the
+# paper's 10 and rises by 4 a step, the logits start near 5 and AdamW moves them at learning rate 0.5, each step on
+# 32 training texts, with temperature $\tau = 0.5$ instead of 0.01 (a much less noisy straight-through gradient).
+# These are the settings that kept held-out faithfulness highest among the few we tried on this task
+# (`locedit.circuits.masks` lists them); the paper's slow schedule may find better circuits.
 
 # %% [markdown]
 # ### Circuits of the hierarchy task at four densities
 #
 # We learn the hierarchy circuit at the paper's densities (5%, 15%, 35%) and one near 50%, on the training
-# statements, and score it on the held-out ones. *Faithfulness* is the share of held-out statements on which the
+# prompts, and score it on the held-out ones. One run serves all four: the density falls step by step, and the
+# circuit for a target is the first step's at or below it. *Faithfulness* is the share of held-out prompts on which the
 # pruned circuit predicts what the full model predicts; *circuit accuracy* and *complement accuracy* are the pruned
 # networks' accuracies against the true labels. A random circuit of the same parameter density is the control.
 
@@ -165,7 +192,7 @@ train, test = splits["hierarchy"]
 settings = MaskSettings()
 learned, circuit_rows = {}, []
 with timed("masks.hierarchy"):
-    for target in DENSITIES:
+    for target in sorted(DENSITIES):  # the sparsest first: its run passes the others on the way (cached steps)
         lc = learn_circuit(model, train, heads["hierarchy"], target, settings)
         learned[target] = lc
         rand = random_circuit(layout, lc.circuit.density, seed=seed)
@@ -175,9 +202,9 @@ with timed("masks.hierarchy"):
                              "steps": lc.steps, "seconds": lc.seconds, "faithfulness": s.faithfulness,
                              "circuit accuracy": s.circuit_accuracy, "complement accuracy": s.complement_accuracy,
                              "random circuit accuracy": r.circuit_accuracy, "full model accuracy": s.full_accuracy})  # fmt: skip
-circuit_table = pd.DataFrame(circuit_rows).set_index("target density")
+circuit_table = pd.DataFrame(circuit_rows).set_index("target density").sort_index()
 display(circuit_table)
-mask_training_figure({f"to {t:.0%}": lc.log for t, lc in learned.items()},
+mask_training_figure({f"to {t:.0%}": learned[t].log for t in DENSITIES},
                      title="Learning the hierarchy circuit: density and faithfulness loss per step").show()  # fmt: skip
 density_sweep_figure(list(DENSITIES), {k: circuit_table[f"{k} accuracy"].tolist() for k in
                      ("circuit", "complement", "random circuit")} | {"full model": float(

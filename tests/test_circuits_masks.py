@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -130,8 +131,10 @@ def test_learned_circuits_are_cached_by_content(model, head, tmp_path):
 def test_learn_circuit_with_an_answer_head_keeps_the_models_own_choices(model):
     task = toy_choice_task()
     head = answer_head(model, task)
-    learned = learn_circuit(model, task, head, 0.5, FAST, cache=False)
+    learned = learn_circuit(model, task, head, 0.5, replace(FAST, kinds=("neuron", "head")), cache=False)
     assert learned.reached and _finite(learned) and learned.circuit.density <= 0.5
+    # norms were not masked: whole in the circuit and in its complement
+    assert learned.circuit.kinds == ("neuron", "head") and learned.circuit.complement().unit_density("norm") == 1.0
     assert learned.scores == circuit_scores(model, task, head, learned.circuit)
     # a score head and an answer head are different cache keys even on the same texts
     assert head.digest().startswith("answer:") and train_head(model, toy_task(), epochs=1).digest().startswith("score:")

@@ -162,6 +162,21 @@ def test_random_circuit_hits_its_density(density):
     assert random_circuit(layout, density, seed=2) != circuit
     with pytest.raises(ValueError, match="outside"):
         random_circuit(layout, 1.5)
+    # drawn among neurons and heads only: every norm gain kept, still at the density, neurons thinned alike
+    assert random_circuit(layout, density, seed=1, kinds=UNIT_KINDS) == circuit
+    partial = random_circuit(layout, density, seed=1, kinds=("neuron", "head"))
+    assert partial.unit_density("norm") == 1.0 and abs(partial.density - density) < 1e-3
+    # (270 heads of ~80k parameters each: their random count moves the neurons' share by a few points)
+    assert abs(partial.unit_density("neuron") - density) < 0.05 and abs(partial.unit_density("head") - density) < 0.12
+    # its complement thins the same kinds the other way and keeps the norms whole; it round-trips with its kinds
+    outside = partial.complement()
+    assert outside.kinds == ("neuron", "head") and outside.unit_density("norm") == 1.0
+    assert torch.equal(outside.masks["neuron"], ~partial.masks["neuron"]) and outside.complement() == partial
+    again = Circuit.from_dict(json.loads(json.dumps(partial.to_dict())))
+    assert again == partial and again.kinds == ("neuron", "head") and again != Circuit(partial.layout, partial.masks)
+    broken = dict(partial.masks, norm=~partial.masks["norm"])
+    with pytest.raises(ValueError, match="kept whole"):
+        Circuit(layout, broken, ("neuron", "head"))
 
 
 def test_complement_counts_and_round_trip():

@@ -55,7 +55,7 @@ from locedit.models import Model, cache_dir
 from locedit.progress import bar
 
 #: Bump when the training changes what a cached circuit would be.
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def _circuit(layout: UnitLayout, logits: dict[str, torch.Tensor]) -> Circuit:
     """The units with a positive logit; kinds not learned are kept whole."""
     masks = full_circuit(layout).masks
     masks.update({kind: (value.detach() > 0).cpu() for kind, value in logits.items()})
-    return Circuit(layout, masks)
+    return Circuit(layout, masks, tuple(logits))
 
 
 def _collapsed(circuit: Circuit, kinds: tuple[str, ...]) -> bool:

@@ -149,16 +149,21 @@ def _unpack(text: str, shape: tuple[int, ...]) -> torch.Tensor:
 class Circuit:
     """A set of units: ``masks[kind]`` is a bool tensor of ``layout.shape(kind)`` on the CPU, True = in the circuit.
 
-    Every kind of :data:`UNIT_KINDS` is present (a kind not learned is all True or all False, as built).
-    Equality compares the layout and every mask.
+    Every kind of :data:`UNIT_KINDS` is present. ``kinds``: the kinds the circuit was chosen among (a mask learned
+    over neurons and heads only has ``("neuron", "head")``); the other kinds are kept whole, all True, in the circuit
+    and in its complement. Equality compares the layout, the kinds and every mask.
     """
 
     layout: UnitLayout
     masks: dict[str, torch.Tensor]
+    kinds: tuple[str, ...] = UNIT_KINDS
 
     def __post_init__(self) -> None:
         if set(self.masks) != set(UNIT_KINDS):
             raise ValueError(f"a circuit needs one mask per unit kind {UNIT_KINDS}, got {sorted(self.masks)}")
+        for kind in self.kinds:
+            check_kind(kind)
+        object.__setattr__(self, "kinds", tuple(k for k in UNIT_KINDS if k in self.kinds))
         masks = {}
         for kind in UNIT_KINDS:
             mask = torch.as_tensor(self.masks[kind])
@@ -166,20 +171,30 @@ class Circuit:
                 raise TypeError(f"the {kind!r} mask must be bool, got {mask.dtype} (threshold it first)")
             if tuple(mask.shape) != self.layout.shape(kind):
                 raise ValueError(f"the {kind!r} mask has shape {tuple(mask.shape)}, expected {self.layout.shape(kind)}")
+            if kind not in self.kinds and not bool(mask.all()):
+                raise ValueError(
+                    f"the {kind!r} units are kept whole in a circuit chosen among {self.kinds}, but its mask drops "
+                    f"some: add {kind!r} to kinds"
+                )
             masks[kind] = mask.detach().cpu()
         object.__setattr__(self, "masks", masks)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Circuit):
             return NotImplemented
-        return self.layout == other.layout and all(torch.equal(self.masks[k], other.masks[k]) for k in UNIT_KINDS)
+        return (
+            self.layout == other.layout
+            and self.kinds == other.kinds
+            and all(torch.equal(self.masks[k], other.masks[k]) for k in UNIT_KINDS)
+        )
 
     __hash__ = None
 
     def complement(self) -> Circuit:
-        """Every unit not in this circuit (the paper's complementary model). KV rows shared by heads inside and
-        outside belong to both."""
-        return Circuit(self.layout, {kind: ~mask for kind, mask in self.masks.items()})
+        """Every unit of ``kinds`` not in this circuit, with the kinds kept whole still whole (the paper's
+        complementary model). KV rows shared by heads inside and outside belong to both."""
+        masks = {kind: ~mask if kind in self.kinds else mask for kind, mask in self.masks.items()}
+        return Circuit(self.layout, masks, self.kinds)
 
     def kv_groups(self) -> torch.Tensor:
         """[n_layers, n_kv_heads] bool: whether any head of each KV group is in the circuit."""
@@ -213,14 +228,16 @@ class Circuit:
         return self.n_units(kind) / sum(self.masks[k].numel() for k in kinds)
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict: the layout's fields and each mask as base64 of its packed bits."""
-        return {"layout": asdict(self.layout), "masks": {kind: _pack(mask) for kind, mask in self.masks.items()}}
+        """A JSON-ready dict: the layout's fields, the kinds and each mask as base64 of its packed bits."""
+        masks = {kind: _pack(mask) for kind, mask in self.masks.items()}
+        return {"layout": asdict(self.layout), "kinds": list(self.kinds), "masks": masks}
 
     @classmethod
     def from_dict(cls, data: dict) -> Circuit:
         """The circuit :meth:`to_dict` wrote."""
         layout = UnitLayout(**data["layout"])
-        return cls(layout, {kind: _unpack(data["masks"][kind], layout.shape(kind)) for kind in UNIT_KINDS})
+        masks = {kind: _unpack(data["masks"][kind], layout.shape(kind)) for kind in UNIT_KINDS}
+        return cls(layout, masks, tuple(data.get("kinds", UNIT_KINDS)))
 
 
 def full_circuit(layout: UnitLayout) -> Circuit:
@@ -233,16 +250,21 @@ def empty_circuit(layout: UnitLayout) -> Circuit:
     return Circuit(layout, {kind: torch.zeros(layout.shape(kind), dtype=torch.bool) for kind in UNIT_KINDS})
 
 
-def random_circuit(layout: UnitLayout, density: float, seed: int = 0) -> Circuit:
-    """Units drawn uniformly at random (every unit of every kind equally likely, without replacement) until the
+def random_circuit(layout: UnitLayout, density: float, seed: int = 0, kinds: tuple[str, ...] = UNIT_KINDS) -> Circuit:
+    """Units drawn uniformly at random (every unit of ``kinds`` equally likely, without replacement) until the
     circuit holds the parameter ``density`` of ``layout.total_params``: the prefix of a random order whose exact
-    parameter count is closest to the target (so the density is within one unit's share of it)."""
+    parameter count is closest to the target (so the density is within one unit's share of it). Units of the other
+    kinds are all kept and count towards the density, as in a circuit learned with ``MaskSettings(kinds=...)``."""
     density = float(density)
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density {density} is outside [0, 1]: give the fraction of parameters to keep")
+    for kind in kinds:
+        check_kind(kind)
+    drawn = torch.tensor([UNIT_KINDS.index(kind) for kind in kinds])
     sizes = [int(np.prod(layout.shape(kind))) for kind in UNIT_KINDS]
     order = torch.randperm(sum(sizes), generator=torch.Generator().manual_seed(seed))
     kind_of = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))[order]
+    order, kind_of = order[torch.isin(kind_of, drawn)], kind_of[torch.isin(kind_of, drawn)]
     offsets = torch.tensor([0, sizes[0], sizes[0] + sizes[1]])
     local = order - offsets[kind_of]
     cost = torch.tensor([layout.neuron_params, layout.head_params, layout.norm_params], dtype=torch.long)[kind_of]
@@ -254,15 +276,21 @@ def random_circuit(layout: UnitLayout, density: float, seed: int = 0) -> Circuit
     _, first_of_group = np.unique(group[head_positions].numpy(), return_index=True)
     first[head_positions[torch.from_numpy(first_of_group)]] = True
     cost = cost + first.long() * layout.kv_group_params
-    cumulative = torch.cat([torch.zeros(1, dtype=torch.long), cost.cumsum(0)])
+    whole = full_circuit(layout)
+    for kind in kinds:
+        whole.masks[kind] = torch.zeros(layout.shape(kind), dtype=torch.bool)
+    cumulative = whole.n_params + torch.cat([torch.zeros(1, dtype=torch.long), cost.cumsum(0)])
     keep = int((cumulative.double() - density * layout.total_params).abs().argmin())
     masks = {}
     for index, kind in enumerate(UNIT_KINDS):
+        if kind not in kinds:
+            masks[kind] = whole.masks[kind]
+            continue
         flat = torch.zeros(sizes[index], dtype=torch.bool)
         chosen = local[:keep][kind_of[:keep] == index]
         flat[chosen] = True
         masks[kind] = flat.reshape(layout.shape(kind))
-    return Circuit(layout, masks)
+    return Circuit(layout, masks, tuple(kinds))
 
 
 def _check_multipliers(layout: UnitLayout, multipliers: dict[str, torch.Tensor]) -> None:
