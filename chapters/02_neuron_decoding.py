@@ -40,8 +40,6 @@ base_model_name = None  # e.g. a local folder with SmolLM2-135M (base): then bas
 
 # %%
 import copy
-import os
-from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -56,6 +54,7 @@ from locedit.clamping import clamp, generate_settings, group_prob_settings
 from locedit.neurons import compare_checkpoints, decode_neurons, decode_rows, search_neurons, token_group
 from locedit.results import ChapterResults, Claim, verdict
 from locedit.scorecard import claims_html
+from locedit.threads import loop_threads
 from locedit.viz import specialisation_figure
 from locedit.widgets import neuron_browser
 
@@ -63,21 +62,10 @@ results = ChapterResults("02_neuron_decoding", model_name, quick)
 timings, timed = results.timings, results.timed  # `with timed("step"):` records seconds into the results file
 
 
-@contextmanager
-def threads(n: int):
-    """Run a block with ``n`` torch threads (then restore)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-# Short forward passes (a few sentences, one generated token at a time) are dominated by per-operation overhead;
-# on a machine whose cores are busy with other work, two threads waiting on each other make them several times
-# slower than one. The large decoding matmuls always use every thread.
-SMALL_THREADS = 1 if os.getloadavg()[0] > (os.cpu_count() or 1) else torch.get_num_threads()
+# Short forward passes (a few sentences, one generated token at a time) are dominated by per-operation overhead; on
+# a machine whose cores are busy with other work, two threads waiting on each other make them several times slower
+# than one. `loop_threads()` runs such a block with the threads the machine can give it now (`locedit.threads`);
+# the large decoding matmuls always use every thread.
 torch.manual_seed(0)
 pd.set_option("display.precision", 3)
 pd.set_option("display.max_colwidth", 90)
@@ -369,7 +357,7 @@ water_texts = [
     "Water boils at one hundred degrees.",
 ]
 texts = dog_texts + california_texts + control_texts + water_texts  # the water sentences only serve the clamp scale
-with timed("activation_sample"), threads(SMALL_THREADS):
+with timed("activation_sample"), loop_threads():
     sample = record_sample(model, texts, site="mlp_up")  # u at every layer and token of every sentence
 per_text = sample.per_text()  # [texts, layers, d_mlp]: each neuron's largest u in each sentence
 n_dog, n_cal = len(dog_texts), len(california_texts)
@@ -475,7 +463,7 @@ sweeps = [  # (label, neurons clamped, concept whose probability we read)
     ("L0.N350 (animal)", [(0, 350)], "dog"),
     (f"{name(water_neuron)} (water)", [water_neuron], "water"),
 ]
-with timed("clamp_probs"), threads(SMALL_THREADS):
+with timed("clamp_probs"), loop_threads():
     p_base = {c: group_prob_settings(model, neutral, groups[c], [[]])[0] for c in ("dog", "water")}
     p_rows = []
     for label, neurons, concept in sweeps:
@@ -518,7 +506,7 @@ for label, neurons, _ in sweeps:
     for m in gen_multiples:
         gen_settings.append(clamp(neurons, [m * p for p in peaks]))
         gen_labels.append(f"{label} × {m}")
-with timed("generate"), threads(SMALL_THREADS):
+with timed("generate"), loop_threads():
     replies = generate_settings(model, question, gen_settings, max_new_tokens=n_new)
 gen_table = pd.DataFrame({"clamp": gen_labels, "reply (greedy)": [r.replace("\n", " ") for r in replies]})
 for word, pattern in [
@@ -618,7 +606,7 @@ def fine_tune_copy(model, texts, steps, lr):
     return tuned, losses
 
 
-with timed("fine_tune"), threads(SMALL_THREADS):
+with timed("fine_tune"), loop_threads():
     tuned, losses = fine_tune_copy(model, ft_texts, steps, lr)
 with torch.no_grad():
     w0 = torch.cat([spec.part(model.hf, "mlp_up", layer).weight.flatten() for layer in range(spec.n_layers)])

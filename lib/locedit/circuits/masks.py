@@ -53,6 +53,7 @@ from locedit.files import load_torch, save_atomic
 from locedit.fingerprints import weights_digest
 from locedit.models import Model, cache_dir
 from locedit.progress import bar
+from locedit.threads import loop_threads
 
 #: Bump when the training changes what a cached circuit would be.
 VERSION = 2
@@ -271,7 +272,9 @@ def learn_circuit(
     )
 
 
+@loop_threads()
 def _train(model: Model, task: LabeledTexts, head: TaskHead, target: float, settings: MaskSettings) -> _Run:
+    """One training run (module docstring), under the thread policy of :mod:`locedit.threads`."""
     start = time.perf_counter()
     layout = unit_layout(model)
     run = model

@@ -27,6 +27,7 @@ from locedit.fingerprints import model_digest
 from locedit.hooks import patch
 from locedit.models import Model, cache_dir
 from locedit.progress import progress
+from locedit.threads import loop_threads
 
 #: One-word starts of the sampled corpus (several topics, so the keys are not all from one kind of text).
 STARTS = (
@@ -123,19 +124,20 @@ def key_second_moment(
         names = f"layer {missing[0]}" if len(missing) == 1 else f"layers {missing}"
         print(f"computing key statistics of {names} over {n_tokens:,} tokens, once; cached in "
               f"{paths[missing[0]].parent}", file=sys.stderr, flush=True)  # fmt: skip
-        ids = sample_corpus(model, n_tokens, seq_len=seq_len, seed=seed)
-        d = model.spec.d_mlp
-        sums = {layer: torch.zeros(d, d, dtype=torch.float64) for layer in missing}
-        count = 0
-        with torch.no_grad():
-            for b in progress(range(0, len(ids), batch_size), "key statistics", unit="batch"):
-                batch = ids[b : b + batch_size].to(model.device)
-                with patch(model, record=[f"mlp_act.{layer}" for layer in missing], stop=True) as acts:
-                    model.hf(input_ids=batch, attention_mask=torch.ones_like(batch))
-                for layer in missing:
-                    k = acts[f"mlp_act.{layer}"].reshape(-1, d).to("cpu", torch.float64)
-                    sums[layer].addmm_(k.T, k)
-                count += batch.numel()
+        with loop_threads():  # sampling and the corpus pass: the threads the machine can give now
+            ids = sample_corpus(model, n_tokens, seq_len=seq_len, seed=seed)
+            d = model.spec.d_mlp
+            sums = {layer: torch.zeros(d, d, dtype=torch.float64) for layer in missing}
+            count = 0
+            with torch.no_grad():
+                for b in progress(range(0, len(ids), batch_size), "key statistics", unit="batch"):
+                    batch = ids[b : b + batch_size].to(model.device)
+                    with patch(model, record=[f"mlp_act.{layer}" for layer in missing], stop=True) as acts:
+                        model.hf(input_ids=batch, attention_mask=torch.ones_like(batch))
+                    for layer in missing:
+                        k = acts[f"mlp_act.{layer}"].reshape(-1, d).to("cpu", torch.float64)
+                        sums[layer].addmm_(k.T, k)
+                    count += batch.numel()
         for layer in missing:
             mom2 = sums[layer] / count
             save_atomic({"mom2": mom2, "count": count, "corpus": corpus_id, "model": model.name}, paths[layer])
