@@ -6,7 +6,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 PY_DIRS := $(wildcard lib tests chapters benchmarks scripts)
 NOTEBOOKS := $(patsubst chapters/%.py,executed/%.ipynb,$(wildcard chapters/*.py))
 
-.PHONY: setup test book test-book scorecard lab notebooks bench lint format clean
+.PHONY: setup test book test-book scorecard other-model lab notebooks bench lint format clean
 
 setup:
 	@bash scripts/setup.sh
@@ -40,11 +40,16 @@ test-book: setup
 	LOCEDIT_BOOK_TEST=1 python -m pytest tests/browser -p no:cacheprovider; \
 	status=$$?; echo "make test-book: $$(( $$(date +%s) - start )) s elapsed"; exit $$status
 
-## make scorecard: the reproduction scorecard from executed/*.results.json: README.md's table (between its
-## scorecard markers) and book/scorecard.md (the book's page; `make book` writes it too).
+## make scorecard: the reproduction scorecard from executed/*.results.json (and other models' runs, results/*/):
+## README.md's table (between its scorecard markers) and book/scorecard.md (the book's page; `make book` writes it).
 scorecard: setup
 	PYTHONPATH=$(CURDIR)/lib python -m locedit.scorecard --results executed --toc book/_toc.yml --chapters chapters \
-	  --page book/scorecard.md --readme README.md
+	  --others results --page book/scorecard.md --readme README.md
+
+## make other-model MODEL=gemma3-270m: the chapters (CHAPTERS="04_circuit_reuse ..." for some) on another model,
+## quick unless QUICK=False, into results/$(MODEL)/ (commit it): the scorecard sets its verdicts beside the book's.
+other-model: setup
+	MODEL=$(MODEL) bash scripts/run_chapters.sh other
 
 ## make lab: JupyterLab on the chapters (chapters/*.py open as notebooks through Jupytext; ipywidgets and plotly
 ## render live). LAB_ARGS="--no-browser --port 8890" passes options on. The kernel imports lib/ of this checkout.

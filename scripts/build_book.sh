@@ -77,10 +77,11 @@ pathlib.Path("book/figures.md").write_text(figure_index("book/chapters"))  # the
 print("build_book: chapters:", ", ".join(sorted(p.stem for p in pathlib.Path("book/chapters").glob("*.ipynb"))) or "none")
 PY
 
-# The reproduction scorecard page (git-ignored), from every executed/*.results.json; chapters of the toc without
-# results are listed as pending (locedit.scorecard; `make scorecard` also updates the README's table).
+# The reproduction scorecard page (git-ignored), from every executed/*.results.json, other models' runs (committed
+# under results/<model>/) beside them; chapters of the toc without results are listed as pending
+# (locedit.scorecard; `make scorecard` also updates the README's table).
 PYTHONPATH="$ROOT/lib${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m locedit.scorecard --results executed --toc book/_toc.yml \
-  --chapters chapters --page book/scorecard.md
+  --chapters chapters --others results --page book/scorecard.md
 
 strict=()
 if [[ "${BOOK_STRICT:-0}" == 1 ]]; then strict=(-W --keep-going); fi

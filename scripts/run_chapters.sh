@@ -2,14 +2,29 @@
 # Turn every chapter (Jupytext py:percent, the single source) into a notebook under executed/.
 #   run_chapters.sh prepare   -> inject quick=True with papermill, do not execute (pytest --nbval-lax runs them)
 #   run_chapters.sh execute   -> execute with papermill (QUICK=True|False, default False: the published book)
+#   run_chapters.sh other     -> execute on another model (MODEL=gemma3-270m required; QUICK default True): notebooks
+#                                under executed/$MODEL/, results into results/$MODEL/ (committed: the scorecard sets
+#                                them beside the book's own); the book's executed notebooks and stamps are untouched
 # CHAPTERS="00_toolkit 01_rome" limits the run to some chapters; MODEL=gemma3-270m sets the model_name parameter.
 # `execute` skips a chapter whose executed notebook is up to date: executed/<chapter>.stamp holds the hash of its
 # source, the library (lib/locedit/**), the pinned stack and the parameters (scripts/chapter_stamps.py);
 # FORCE=1 executes every chapter anyway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:?usage: run_chapters.sh prepare|execute}
+mode=${1:?usage: run_chapters.sh prepare|execute|other}
 mkdir -p executed
+if [ "$mode" = other ]; then
+  : "${MODEL:?run_chapters.sh other needs MODEL=<model name>, e.g. MODEL=gemma3-270m}"
+  out="executed/$MODEL"; mkdir -p "$out" "results/$MODEL"
+  export LOCEDIT_PROGRESS=0 PLOTLY_RENDERER=plotly_mimetype+notebook LOCEDIT_RESULTS_DIR="$PWD/results/$MODEL"
+  for name in ${CHAPTERS:-$(ls chapters/*.py | xargs -n1 basename | sed 's/\.py$//')}; do
+    start=$(date +%s)
+    jupytext --quiet --set-kernel python3 --to ipynb -o "$out/$name.ipynb" "chapters/$name.py"
+    papermill --cwd "$out" -p quick "${QUICK:-True}" -p model_name "$MODEL" "$out/$name.ipynb" "$out/$name.ipynb"
+    echo "$name on $MODEL executed in $(( $(date +%s) - start )) s: results/$MODEL/$name.results.json"
+  done
+  exit 0
+fi
 export PLOTLY_RENDERER=plotly_mimetype+notebook
 export LOCEDIT_PROGRESS=${LOCEDIT_PROGRESS:-0}  # no progress bars in executed notebooks (locedit.progress)
 quick=${QUICK:-False}

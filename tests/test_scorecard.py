@@ -156,3 +156,38 @@ def test_claims_html_escapes_and_colours():
     assert "x&lt;y" in text and "partly if a &amp; b" in text and "<caption>quick run</caption>" in text
     assert 'class="locedit-verdict locedit-verdict-partly"' in text
     assert json.dumps(text)  # plain text, displayable with IPython.display.HTML
+
+
+def test_other_models_stand_beside_the_books_own_claim_by_claim(fake):
+    """results/<model>/*.results.json: each claim's verdict on that model, matched by the claim's text; a claim its
+    run lacks and a chapter it did not run are said to be so, in the page and in the README's extra column."""
+    results = scorecard.load_results(fake / "executed")
+    other = ChapterResults("01_rome", "other-model", quick=True)
+    other.claims = [
+        Claim("ROME edits generalise", "PS 96.4", "PS 41.0 <i>", verdict(False), criterion="reproduced if PS ≥ 70"),
+        Claim("MLP peak in the middle", "layer 17 of 48", "layer 9 of 18", verdict(True), criterion="…"),
+    ]  # fmt: skip
+    other.write(fake / "results" / "other-model")
+    others = scorecard.load_other_models(fake / "results")
+    assert list(others) == ["other-model"] and list(others["other-model"]) == ["01_rome"]
+    assert scorecard.load_other_models(fake / "missing") == {} == scorecard.load_other_models(None)
+
+    planned = scorecard.toc_chapters(fake / "toc.yml")
+    text = scorecard.page(results, planned, fake / "chapters", others)
+    section = text.split("## 1. Editing facts (ROME)", 1)[1]
+    table = section.split('class="locedit-scorecard locedit-models"', 1)[1]
+    assert "<code>other-model</code><br>quick size" in table and "PS 41.0 &lt;i&gt;" in table
+    rows = table.split("<tr>")[2:]  # after the header row
+    assert "ROME edits generalise" in rows[0] and "locedit-verdict-not-reproduced" in rows[0].split("</td>", 2)[2]
+    assert "not in that run" in rows[2] and "not in that run" in rows[3]  # the two claims the other run lacks
+    assert "locedit-models" not in text.split("## 1. Editing facts (ROME)", 1)[0]  # chapter 0: no other run
+
+    block = scorecard.readme_block(results, planned, fake / "chapters", others)
+    assert "| chapter | claim | verdict | model, size | other-model |" in block
+    rows = [line for line in block.splitlines() if line.startswith("| 1. Editing facts")]
+    assert [row.rsplit(" | ", 1)[1] for row in rows] == [
+        "🔴 not reproduced (quick) |", "🟢 reproduced (quick) |", "not run |", "not run |"
+    ]  # fmt: skip
+    assert "| 3. Concept editing | — | pending | — | — |" in block
+    # without other models the README's table keeps its four columns
+    assert "| chapter | claim | verdict | model, size |\n" in scorecard.readme_block(results, planned)

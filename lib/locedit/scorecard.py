@@ -10,7 +10,9 @@ One piece of code makes each view, so they cannot disagree:
 
 Each claim shows the claim, its criterion in words, the paper's number, ours, the verdict, and each chapter its
 model, quick or full size and when it ran. A chapter of the table of contents with no results file is listed as
-*pending*. Run ``python -m locedit.scorecard --help``.
+*pending*. Runs of the same chapters on other models (``results/<model>/*.results.json``, committed: see
+:func:`load_other_models`) stand beside the book's own, claim by claim (matched by the claim's text). Run
+``python -m locedit.scorecard --help``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,24 @@ def load_results(folder: str | Path | None = None) -> dict[str, dict]:
             raise ValueError(f"{path} is not valid JSON ({err}): re-run its chapter to rewrite it") from err
         found[data.get("chapter") or path.name.removesuffix(".results.json")] = data
     return found
+
+
+def load_other_models(folder: str | Path | None) -> dict[str, dict[str, dict]]:
+    """Runs on other models: model → chapter → results, from every ``<folder>/<model>/*.results.json`` (``{}`` when
+    ``folder`` is ``None`` or missing). The model is the one the results name (the subfolder's name otherwise)."""
+    if folder is None or not Path(folder).is_dir():
+        return {}
+    found: dict[str, dict[str, dict]] = {}
+    for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        for chapter, data in load_results(sub).items():
+            found.setdefault(str(data.get("model") or sub.name), {})[chapter] = data
+    return found
+
+
+def _other_claim(others: dict[str, dict[str, dict]], model: str, chapter: str, claim: str) -> dict | None:
+    """The claim of that text in ``model``'s run of ``chapter``, or ``None`` (not run, or the claim is not in it)."""
+    data = others.get(model, {}).get(chapter)
+    return next((c for c in data["claims"] if c["claim"] == claim), None) if data else None
 
 
 def toc_chapters(toc: str | Path) -> list[str]:
@@ -140,8 +160,45 @@ def _counts(data: dict) -> str:
     return ", ".join(f"{verdicts.count(v)} {v}" for v in VERDICTS if verdicts.count(v))
 
 
-def page(results: dict[str, dict], planned: Iterable[str], chapters_dir: str | Path | None = None) -> str:
-    """The scorecard page (MyST Markdown): a summary table, then each chapter's claims; pending chapters listed."""
+def other_models_html(name: str, data: dict, others: dict[str, dict[str, dict]]) -> str:
+    """Chapter ``name``'s claims on the book's model beside the same claims on each other model that ran it: one
+    HTML table (claim; per model its verdict and our number, its size and date in the header); ``""`` when no other
+    model ran the chapter."""
+    models = [m for m in others if name in others[m]]
+    if not models or not data["claims"]:
+        return ""
+    head = "".join(
+        f"<th><code>{html.escape(m)}</code><br>{_size(others[m][name])} size, {_when(others[m][name])}</th>"
+        for m in models
+    )
+    rows = []
+    for c in data["claims"]:
+        cells = [f"<td>{_verdict_html(c['verdict'])}<br>{html.escape(c['ours'])}</td>"]
+        for m in models:
+            other = _other_claim(others, m, name, c["claim"])
+            cells.append(
+                f"<td>{_verdict_html(other['verdict'])}<br>{html.escape(other['ours'])}</td>"
+                if other
+                else "<td>— (this claim is not in that run: re-run it with the current chapter)</td>"
+            )
+        rows.append(f'<tr><td class="locedit-claim">{html.escape(c["claim"])}</td>{"".join(cells)}</tr>')
+    return (
+        f'<table class="locedit-scorecard locedit-models"><thead><tr><th>claim</th><th><code>'
+        f"{html.escape(str(data.get('model')))}</code><br>{_size(data)} size (above)</th>{head}</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+def page(
+    results: dict[str, dict],
+    planned: Iterable[str],
+    chapters_dir: str | Path | None = None,
+    others: dict[str, dict[str, dict]] | None = None,
+) -> str:
+    """The scorecard page (MyST Markdown): a summary table, then each chapter's claims, and beside them the same
+    claims on ``others`` (:func:`load_other_models`); pending chapters listed."""
+    others = others or {}
     rows = _summary_rows(results, planned)
     out = [
         "# Reproduction scorecard",
@@ -151,7 +208,13 @@ def page(results: dict[str, dict], planned: Iterable[str], chapters_dir: str | P
         "*not tested* marks a claim this run could not test. Generated from `executed/*.results.json` by "
         "`locedit.scorecard` when the book was built.",
         "",
-        f"**{provenance(results)}**",
+        f"**{provenance(results)}**"
+        + (
+            f" The same chapters run on {', '.join(f'`{m}`' for m in others)} (`results/<model>/`, made by "
+            "`make other-model`) stand beside each chapter's claims."
+            if others
+            else ""
+        ),
         "",
         '<table class="locedit-scorecard-summary"><thead><tr><th>chapter</th><th>verdicts</th>'
         "<th>model, size, run</th></tr></thead><tbody>",
@@ -185,31 +248,49 @@ def page(results: dict[str, dict], planned: Iterable[str], chapters_dir: str | P
         )
         if data["claims"]:
             out += ["", claims_html(_claims(data))]
+        if compared := other_models_html(name, data, others):
+            out += ["", "**The same claims on other models** (the same chapter run with `model_name`):", "", compared]
     return "\n".join(out) + "\n"
 
 
-def readme_block(results: dict[str, dict], planned: Iterable[str], chapters_dir: str | Path | None = None) -> str:
-    """The README's summary: one row per claim (pending chapters one row each), with its verdict and provenance."""
+def _mark(verdict: str) -> str:
+    return f"{MARKS.get(verdict, '')} {verdict}"
+
+
+def readme_block(
+    results: dict[str, dict],
+    planned: Iterable[str],
+    chapters_dir: str | Path | None = None,
+    others: dict[str, dict[str, dict]] | None = None,
+) -> str:
+    """The README's summary: one row per claim (pending chapters one row each), with its verdict and provenance,
+    and a column per other model (:func:`load_other_models`): its verdict of the same claim and the run's size."""
+    others = others or {}
     out = [
         README_START,
         "",
         "**Reproduction scorecard** (" + provenance(results).rstrip(".") + "; details and criteria on the book's "
         "scorecard page). " + " ".join(f"{m} {v}" for v, m in MARKS.items()),
         "",
-        "| chapter | claim | verdict | model, size |",
-        "|---|---|---|---|",
+        "| chapter | claim | verdict | model, size |" + "".join(f" {m} |" for m in others),
+        "|---|---|---|---|" + "---|" * len(others),
     ]
     for name, data in _summary_rows(results, planned):
         title = chapter_title(name, chapters_dir).replace("|", "\\|")
         if data is None:
-            out.append(f"| {title} | — | pending | — |")
+            out.append(f"| {title} | — | pending | — |" + " — |" * len(others))
             continue
         where = f"{data.get('model')}, {_size(data)}"
         if not data["claims"]:
-            out.append(f"| {title} | (no paper claims) | — | {where} |")
+            out.append(f"| {title} | (no paper claims) | — | {where} |" + " — |" * len(others))
         for c in data["claims"]:
             claim = c["claim"].replace("|", "\\|")
-            out.append(f"| {title} | {claim} | {MARKS.get(c['verdict'], '')} {c['verdict']} | {where} |")
+            cells = ""
+            for m in others:
+                other = _other_claim(others, m, name, c["claim"])
+                size = _size(others[m][name]) if other else ""
+                cells += f" {_mark(other['verdict'])} ({size}) |" if other else " not run |"
+            out.append(f"| {title} | {claim} | {_mark(c['verdict'])} | {where} |{cells}")
     out += ["", README_END]
     return "\n".join(out)
 
@@ -237,14 +318,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--chapters", default="chapters", help="chapter sources, for their titles")
     parser.add_argument("--page", help="write the scorecard page here (e.g. book/scorecard.md)")
     parser.add_argument("--readme", help="update the summary between the markers of this README")
+    parser.add_argument("--others", default=None, help="folder of <model>/*.results.json: runs on other models")
     args = parser.parse_args(argv)
     results = load_results(args.results)
+    others = load_other_models(args.others)
     planned = toc_chapters(args.toc)
     if args.page:
-        Path(args.page).write_text(page(results, planned, args.chapters))
+        Path(args.page).write_text(page(results, planned, args.chapters, others))
         print(f"scorecard: wrote {args.page} ({provenance(results)})")
     if args.readme:
-        changed = update_readme(args.readme, readme_block(results, planned, args.chapters))
+        changed = update_readme(args.readme, readme_block(results, planned, args.chapters, others))
         print(f"scorecard: {args.readme} {'updated' if changed else 'already up to date'}")
 
 
