@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from locedit.circuits.classifier import (
+    AnswerHead,
     TaskHead,
     accuracy,
     answer_head,
@@ -129,8 +130,8 @@ def toy_choice_task() -> ToyChoiceTask:
 def test_answer_head_reads_the_models_own_logits_of_the_two_answers(model):
     task = toy_choice_task()
     head = answer_head(model, task)
-    assert head.kind == "answer" and head.linear is None
-    assert head.answer_weight.shape == (len({w for pair in task.answers for w in pair}), model.spec.d_model)
+    assert head.kind == "answer" and isinstance(head, AnswerHead)
+    assert head.weight.shape == (len({w for pair in task.answers for w in pair}), model.spec.d_model)
     logits = head_logits(model, head, task.texts)
     for i, (text, pair) in enumerate(zip(task.texts, task.answers, strict=True)):
         ids = model.tokenizer(text, return_tensors="pt")["input_ids"]

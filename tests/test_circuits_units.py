@@ -51,7 +51,11 @@ def test_layout_and_total_params_match_the_model(family):
     assert layout.block_sizes() == model.spec.block_sizes()  # the sizes are the spec's, declared once (arch)
     assert layout.n_norms == (1 if family == "gptj" else 2)
     covered = sum(mask.numel() for mask in parameter_masks(model, full_circuit(layout)).values())
-    assert covered == layout.total_params
+    assert covered == layout.total_params == sum(layout.kind_params(kind) for kind in UNIT_KINDS)
+    for kind in UNIT_KINDS:  # one kind's units, all of them, own exactly kind_params (heads with their KV groups)
+        only = empty_circuit(layout)
+        only.masks[kind] = torch.ones(layout.shape(kind), dtype=torch.bool)
+        assert only.n_params == layout.kind_params(kind)
     # what the units leave out: output-projection biases (GPT-2, GPT-J's fc_out, GPT-NeoX), Gemma's extra norms
     assert 0 < layout.total_params <= _block_params(model)
     if family == "llama":

@@ -416,14 +416,22 @@ def _identity_embed(_hf: nn.Module, embedded: torch.Tensor, _position_ids: torch
     return embedded
 
 
+def logit_cap(hf: nn.Module) -> float | None:
+    """The family's final-logit soft-cap (``config.final_logit_softcapping``: Gemma 2 and 3), ``None`` where the
+    family has none."""
+    return getattr(hf.config, "final_logit_softcapping", None)
+
+
+def soft_cap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """``cap · tanh(logits / cap)`` (any shape), or ``logits`` itself when ``cap`` is ``None``: the last step of
+    every read-out of logits (:func:`output_head` and the answer-token read-outs of the circuit chapters)."""
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
 def output_head(hf: nn.Module, spec: ArchSpec, normed: torch.Tensor) -> torch.Tensor:
     """Logits of final-norm outputs (the base model's ``last_hidden_state``): [..., d_model] → [..., vocab]. The
-    unembedding (with its bias, if any), then logit soft-capping where the family has it (Gemma 2 and 3)."""
-    logits = spec.part(hf, "unembed")(normed)
-    cap = getattr(hf.config, "final_logit_softcapping", None)
-    if cap is not None:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    unembedding (with its bias, if any), then logit soft-capping where the family has it (:func:`soft_cap`)."""
+    return soft_cap(spec.part(hf, "unembed")(normed), logit_cap(hf))
 
 
 def _plain_logits(hf: nn.Module, spec: ArchSpec, hidden: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from locedit.arch import output_head
+from locedit.arch import logit_cap, output_head, soft_cap
 from locedit.hooks import all_sites, run_with
 from locedit.models import Model
 
@@ -121,7 +121,7 @@ class Readout:
         self.param = model.spec.unembedding(hf)
         self.W = self.param.detach()  # [V, d]
         self.f = readout(model, norm)
-        self.cap = getattr(hf.config, "final_logit_softcapping", None) if norm else None
+        self.cap = logit_cap(hf) if norm else None
 
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         # mean and second moment of a logit over the vocabulary are quadratic forms in x: no [n, V] pass for z1
@@ -134,9 +134,7 @@ class Readout:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         z = torch.mm(x, self.W.T)  # [c, V]; mm reads the transposed view without a copy
-        if self.cap:
-            z = torch.tanh(z / self.cap) * self.cap
-        return z.float()
+        return soft_cap(z, self.cap).float()
 
     def moments(self, x: torch.Tensor, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation over the vocabulary of each row's logits."""

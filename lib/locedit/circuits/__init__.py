@@ -50,7 +50,15 @@ from locedit.circuits.circuit_editing import (
     masked_ft,
     rome_inside_outside,
 )
-from locedit.circuits.classifier import TaskHead, head_logits, last_token_states, train_head
+from locedit.circuits.classifier import (
+    AnswerHead,
+    ScoreHead,
+    TaskHead,
+    answer_head,
+    head_logits,
+    last_token_states,
+    train_head,
+)
 from locedit.circuits.colored_objects import COLORS, OBJECTS, ColoredObjects, colored_objects, load_colored_objects
 from locedit.circuits.heads import (
     OverlapTest,
@@ -102,6 +110,9 @@ __all__ = [
     "last_token_states",
     "head_logits",
     "TaskHead",
+    "ScoreHead",
+    "AnswerHead",
+    "answer_head",
     "COLORS",
     "EditOutcome",
     "MaskedFTSettings",

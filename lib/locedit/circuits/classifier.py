@@ -26,6 +26,7 @@ from typing import Protocol
 import torch
 
 from locedit._checks import prompt_list
+from locedit.arch import logit_cap, soft_cap
 from locedit.circuits.units import Circuit, unit_masks
 from locedit.fingerprints import weights_digest
 from locedit.models import Model
@@ -41,61 +42,68 @@ class LabeledTexts(Protocol):
 
 
 @dataclass
-class TaskHead:
-    """How one task's two classes are read from final states [n, d_model] (module docstring).
-
-    A score head has ``linear`` (Linear(d_model, 2), bias-free). An answer head has ``answer_weight`` [k, d_model]
-    and ``answer_bias`` [k] (the unembedding rows of the k distinct answer tokens and their biases, zero if the
-    unembedding has none), ``answer_index``: text → (row of its class-0 token, row of its class-1 token), and
-    ``softcap``, the family's final-logit soft-capping (``None``: none).
-    """
+class ScoreHead:
+    """The paper's reading of a task (module docstring): ``linear``, a bias-free Linear(d_model, 2)."""
 
     task: str
-    linear: torch.nn.Linear | None = None
-    answer_weight: torch.Tensor | None = None
-    answer_bias: torch.Tensor | None = None
-    answer_index: dict[str, tuple[int, int]] = field(default_factory=dict)
-    softcap: float | None = None
-
-    @property
-    def kind(self) -> str:
-        """``"score"`` or ``"answer"``."""
-        return "score" if self.linear is not None else "answer"
+    linear: torch.nn.Linear
+    kind = "score"
 
     def logits(self, states: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
-        """Class logits [n, 2] of final states [n, d_model] of ``texts`` (n strings; an answer head looks each up)."""
-        if self.linear is not None:
-            return self.linear(states)
-        missing = [t for t in texts if t not in self.answer_index]
+        """Class logits [n, 2] of final states [n, d_model] (``texts`` unused: the head reads the states alone)."""
+        return self.linear(states)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> ScoreHead:
+        """A copy of the head on ``device`` in ``dtype``."""
+        linear = torch.nn.Linear(self.linear.in_features, 2, bias=False).to(device, dtype)
+        linear.weight.data.copy_(self.linear.weight)
+        return ScoreHead(task=self.task, linear=linear.requires_grad_(False))
+
+    def digest(self) -> str:
+        """A content digest of what the head computes (for caches)."""
+        return "score:" + weights_digest([self.linear.weight], sample=None)
+
+
+@dataclass
+class AnswerHead:
+    """The LM's own reading of a task (module docstring): ``weight`` [k, d_model] and ``bias`` [k] are the
+    unembedding rows of the task's k distinct answer tokens and their biases (zero if the unembedding has none),
+    ``index`` maps each text to (row of its class-0 token, row of its class-1 token), ``softcap`` is the family's
+    final-logit soft-cap (``None``: none)."""
+
+    task: str
+    weight: torch.Tensor
+    bias: torch.Tensor
+    index: dict[str, tuple[int, int]] = field(default_factory=dict)
+    softcap: float | None = None
+    kind = "answer"
+
+    def logits(self, states: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """Class logits [n, 2] of final states [n, d_model] of ``texts`` (n strings, each looked up in ``index``)."""
+        missing = [t for t in texts if t not in self.index]
         if missing:
             raise ValueError(
                 f"answer head of {self.task!r} has no answer tokens for {missing[:2]}: build it with "
                 "answer_head(model, task) on a task that holds these texts"
             )
-        rows = torch.tensor([self.answer_index[t] for t in texts], device=states.device)  # [n, 2]
-        out = torch.einsum("nd,ncd->nc", states, self.answer_weight[rows]) + self.answer_bias[rows]
-        return out if self.softcap is None else torch.tanh(out / self.softcap) * self.softcap
+        rows = torch.tensor([self.index[t] for t in texts], device=states.device)  # [n, 2]
+        return soft_cap(torch.einsum("nd,ncd->nc", states, self.weight[rows]) + self.bias[rows], self.softcap)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype) -> TaskHead:
-        """A copy on ``device`` in ``dtype`` (a score head's Linear copied, an answer head's tensors cast)."""
-        if self.linear is not None:
-            linear = torch.nn.Linear(self.linear.in_features, 2, bias=False).to(device, dtype)
-            linear.weight.data.copy_(self.linear.weight)
-            return TaskHead(task=self.task, linear=linear.requires_grad_(False))
-        return TaskHead(
-            task=self.task,
-            answer_weight=self.answer_weight.to(device, dtype),
-            answer_bias=self.answer_bias.to(device, dtype),
-            answer_index=self.answer_index,
-            softcap=self.softcap,
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> AnswerHead:
+        """A copy of the head with its tensors on ``device`` in ``dtype``."""
+        return AnswerHead(
+            self.task, self.weight.to(device, dtype), self.bias.to(device, dtype), self.index, self.softcap
         )
 
     def digest(self) -> str:
         """A content digest of what the head computes (for caches)."""
-        if self.linear is not None:
-            return "score:" + weights_digest([self.linear.weight], sample=None)
-        index = sorted(self.answer_index.items())
-        return f"answer:{self.softcap}:{index}:" + weights_digest([self.answer_weight, self.answer_bias], sample=None)
+        index = sorted(self.index.items())
+        return f"answer:{self.softcap}:{index}:" + weights_digest([self.weight, self.bias], sample=None)
+
+
+TaskHead = ScoreHead | AnswerHead
+"""How one task's two classes are read from final states: ``.logits(states [n, d_model], texts) → [n, 2]``,
+``.to(device, dtype)``, ``.digest()`` and ``.kind`` (``"score"`` or ``"answer"``)."""
 
 
 def check_task(task: LabeledTexts) -> None:
@@ -162,7 +170,7 @@ def last_token_states(
 
 def train_head(
     model: Model, task: LabeledTexts, epochs: int = 400, lr: float = 0.01, seed: int = 0, batch_size: int = 128
-) -> TaskHead:
+) -> ScoreHead:
     """Train a bias-free Linear(d_model, 2) on the frozen model's last-token states of ``task`` (the paper's
     ``score.weight``, AdamW, 400 epochs, lr 0.01, batches of 128), cross-entropy against the labels."""
     check_task(task)
@@ -179,10 +187,10 @@ def train_head(
             loss.backward()
             optimizer.step()
     linear.requires_grad_(False)
-    return TaskHead(task=task.name, linear=linear)
+    return ScoreHead(task=task.name, linear=linear)
 
 
-def answer_head(model: Model, task: LabeledTexts) -> TaskHead:
+def answer_head(model: Model, task: LabeledTexts) -> AnswerHead:
     """The LM's own reading of ``task`` (module docstring): each text is a prompt, ``task.answers[i]`` its class-0
     and class-1 continuations (e.g. ``(" cat", " dog")`` after "A beagle is a kind of"; a leading space is added
     when missing, as for every target). Each answer is read by its first token; a ValueError when a task has no
@@ -210,8 +218,7 @@ def answer_head(model: Model, task: LabeledTexts) -> TaskHead:
     with torch.no_grad():
         weight = matrix[ids].float().cpu()
         bias = bias[ids].float().cpu() if bias is not None else torch.zeros(len(tokens))
-    softcap = getattr(model.hf.config, "final_logit_softcapping", None)
-    return TaskHead(task=task.name, answer_weight=weight, answer_bias=bias, answer_index=index, softcap=softcap)
+    return AnswerHead(task=task.name, weight=weight, bias=bias, index=index, softcap=logit_cap(model.hf))
 
 
 def head_logits(

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from locedit._checks import integer
-from locedit.arch import SITES
+from locedit.arch import SITES, logit_cap, soft_cap
 from locedit.circuits.inputs import PromptGroup
 from locedit.hooks import Site, attach, run_with
 from locedit.models import Model
@@ -198,10 +198,7 @@ def answer_logit_diffs(run: Model, final: torch.Tensor, answers: torch.Tensor) -
         bias = getattr(spec.part(hf, "unembed"), "bias", None)
         if bias is not None:
             logits = logits + bias[rows]
-        cap = getattr(hf.config, "final_logit_softcapping", None)
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
-        logits = logits.float()
+        logits = soft_cap(logits, logit_cap(hf)).float()
     return (logits[..., 0] - logits[..., 1]).T.cpu()
 
 

@@ -287,7 +287,10 @@ def _train(model: Model, task: LabeledTexts, head: TaskHead, target: float, sett
     batch = encode_texts(run, texts)
     n = batch["input_ids"].shape[0]
 
-    def read(rows: torch.Tensor, masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def read(rows: torch.Tensor | None, masks: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Class logits of the texts ``rows`` (``None``: all of them, the batch as it is) under ``masks``."""
+        if rows is None:
+            return reader.logits(final_states(run, batch, masks), texts)
         return reader.logits(final_states(run, select(batch, rows), masks), [texts[i] for i in rows.tolist()])
 
     with torch.no_grad():
@@ -313,7 +316,7 @@ def _train(model: Model, task: LabeledTexts, head: TaskHead, target: float, sett
                 u = torch.rand(value.shape, generator=generator).clamp(1e-6, 1 - 1e-6)
                 soft = torch.sigmoid((value + u.log() - (-u).log1p()) / settings.temperature)
                 masks[kind] = (soft > 0.5).float() + soft - soft.detach()
-            out = read(torch.arange(n) if rows is None else rows, masks).float()
+            out = read(rows, masks).float()
             faith = torch.nn.functional.cross_entropy(out, wanted if rows is None else wanted[rows.to(wanted.device)])
             sparsity = sum(weights[k] * torch.sigmoid(v).sum() for k, v in logits.items())
             loss = faith + lam * sparsity

@@ -99,16 +99,21 @@ class UnitLayout(BlockSizes):
             return self.head_params + self.kv_group_params / self.group_size
         return float(self.norm_params)
 
+    def kind_params(self, kind: str) -> int:
+        """All parameters the units of ``kind`` own over every layer (the heads with their KV groups)."""
+        check_kind(kind)
+        if kind == "neuron":
+            per_layer = self.d_mlp * self.neuron_params
+        elif kind == "head":
+            per_layer = self.n_heads * self.head_params + self.n_kv_heads * self.kv_group_params
+        else:
+            per_layer = self.n_norms * self.d_model * self.norm_params
+        return self.n_layers * per_layer
+
     @property
     def total_params(self) -> int:
         """All block parameters the units cover."""
-        per_layer = (
-            self.d_mlp * self.neuron_params
-            + self.n_heads * self.head_params
-            + self.n_kv_heads * self.kv_group_params
-            + self.n_norms * self.d_model * self.norm_params
-        )
-        return self.n_layers * per_layer
+        return sum(self.kind_params(kind) for kind in UNIT_KINDS)
 
 
 def check_kind(kind: str) -> str:
@@ -276,15 +281,13 @@ def random_circuit(layout: UnitLayout, density: float, seed: int = 0, kinds: tup
     _, first_of_group = np.unique(group[head_positions].numpy(), return_index=True)
     first[head_positions[torch.from_numpy(first_of_group)]] = True
     cost = cost + first.long() * layout.kv_group_params
-    whole = full_circuit(layout)
-    for kind in kinds:
-        whole.masks[kind] = torch.zeros(layout.shape(kind), dtype=torch.bool)
-    cumulative = whole.n_params + torch.cat([torch.zeros(1, dtype=torch.long), cost.cumsum(0)])
+    whole = sum(layout.kind_params(kind) for kind in UNIT_KINDS if kind not in kinds)  # the kinds kept whole
+    cumulative = whole + torch.cat([torch.zeros(1, dtype=torch.long), cost.cumsum(0)])
     keep = int((cumulative.double() - density * layout.total_params).abs().argmin())
     masks = {}
     for index, kind in enumerate(UNIT_KINDS):
         if kind not in kinds:
-            masks[kind] = whole.masks[kind]
+            masks[kind] = torch.ones(layout.shape(kind), dtype=torch.bool)
             continue
         flat = torch.zeros(sizes[index], dtype=torch.bool)
         chosen = local[:keep][kind_of[:keep] == index]
