@@ -34,7 +34,7 @@
 # norm gains in a separate run), not over each of the 106 million weights. Section 2 says exactly what that changes.
 #
 # Parameters: `quick=True` (CI) learns the same masks but skips the 5% circuit, compares the tasks at 35% instead of
-# 15%, and edits 4 facts at one density instead of 16 at four; every number printed says which setting produced it.
+# 15%, and edits 4 facts at one density instead of 12 at four; every number printed says which setting produced it.
 # Learned masks are cached by content hash, so a second run is fast.
 
 # %% tags=["parameters"]
@@ -77,8 +77,8 @@ ROME_DENSITY = 0.15  # the circuit ROME is placed by
 OVERLAP_DENSITY = 0.35 if quick else 0.15  # the density the three tasks' circuits are compared at
 NORM_DENSITIES = (0.35, 0.5) if quick else (0.15, 0.35, 0.5)  # the run that may drop norm gains too
 # edit requests per set (circuit, complement, random), network and density: 25 sweeps at full size, ~3.5 s an edit
-N_EDITS = 4 if quick else 16
-N_ROME = 4 if quick else 16  # ROME edits per layer (inside vs outside)
+N_EDITS = 4 if quick else 12
+N_ROME = 4 if quick else 12  # ROME edits per layer (inside vs outside)
 N_DRAWS = 200 if quick else 1000  # random circuit pairs per overlap test
 
 with timed("load_model"):
