@@ -181,7 +181,7 @@ def other_models_html(name: str, data: dict, others: dict[str, dict[str, dict]])
                 if other
                 else "<td>— (this claim is not in that run: re-run it with the current chapter)</td>"
             )
-        rows.append(f'<tr><td class="locedit-claim">{html.escape(c["claim"])}</td>{"".join(cells)}</tr>')
+        rows.append(f'<tr><td class="locedit-model-claim">{html.escape(c["claim"])}</td>{"".join(cells)}</tr>')
     return (
         f'<table class="locedit-scorecard locedit-models"><thead><tr><th>claim</th><th><code>'
         f"{html.escape(str(data.get('model')))}</code><br>{_size(data)} size (above)</th>{head}</tr></thead><tbody>"

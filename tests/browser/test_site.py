@@ -100,6 +100,20 @@ def test_scorecard_page_shows_every_claim_with_a_coloured_verdict(site, server, 
         "(td.querySelector('.locedit-criterion') || {textContent: ''}).textContent.trim())"
     )
     assert len(criteria) == len(expected) and all(criteria), "a claim without its criterion on the page"
+    # runs on other models (results/<model>/): one comparison table per chapter that has claims and such a run,
+    # each claim's row holding a badge for the book's model and one per other model
+    from locedit.scorecard import load_other_models
+
+    others = load_other_models(ROOT / "results")
+    compared = [n for n in results if results[n]["claims"] and any(n in runs for runs in others.values())]
+    tables = driver.execute_script(
+        "return [...document.querySelectorAll('table.locedit-models')].map(t => "
+        "[...t.querySelectorAll('tbody tr')].map(r => r.querySelectorAll('.locedit-verdict').length))"
+    )
+    assert len(tables) == len(compared), "a chapter run on another model has no comparison table, or one too many"
+    for name, rows in zip([n for n in planned if n in compared], tables, strict=False):
+        models = sum(name in runs for runs in others.values())
+        assert len(rows) == len(results[name]["claims"]) and all(1 <= r <= 1 + models for r in rows), (name, rows)
     pending = driver.execute_script(
         "return [...document.querySelectorAll('tr.locedit-pending td:first-child')].map(e => e.textContent)"
     )
