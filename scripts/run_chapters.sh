@@ -12,22 +12,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:?usage: run_chapters.sh prepare|execute|other}
-mkdir -p executed
-if [ "$mode" = other ]; then
-  : "${MODEL:?run_chapters.sh other needs MODEL=<model name>, e.g. MODEL=gemma3-270m}"
-  out="executed/$MODEL"; mkdir -p "$out" "results/$MODEL"
-  export LOCEDIT_PROGRESS=0 PLOTLY_RENDERER=plotly_mimetype+notebook LOCEDIT_RESULTS_DIR="$PWD/results/$MODEL"
-  for name in ${CHAPTERS:-$(ls chapters/*.py | xargs -n1 basename | sed 's/\.py$//')}; do
-    start=$(date +%s)
-    jupytext --quiet --set-kernel python3 --to ipynb -o "$out/$name.ipynb" "chapters/$name.py"
-    papermill --cwd "$out" -p quick "${QUICK:-True}" -p model_name "$MODEL" "$out/$name.ipynb" "$out/$name.ipynb"
-    echo "$name on $MODEL executed in $(( $(date +%s) - start )) s: results/$MODEL/$name.results.json"
-  done
-  exit 0
-fi
+out=executed  # where the notebooks go; `other` keeps its own folder and writes no stamps
 export PLOTLY_RENDERER=plotly_mimetype+notebook
 export LOCEDIT_PROGRESS=${LOCEDIT_PROGRESS:-0}  # no progress bars in executed notebooks (locedit.progress)
 quick=${QUICK:-False}
+if [ "$mode" = other ]; then
+  : "${MODEL:?run_chapters.sh other needs MODEL=<model name>, e.g. MODEL=gemma3-270m}"
+  out="executed/$MODEL"; quick=${QUICK:-True}
+  mkdir -p "results/$MODEL"; export LOCEDIT_RESULTS_DIR="$PWD/results/$MODEL"
+fi
+mkdir -p "$out"
 stamp_args=(--quick "$quick")
 params=(-p quick "$quick")
 if [ -n "${MODEL:-}" ]; then stamp_args+=(--model "$MODEL"); params+=(-p model_name "$MODEL"); fi
@@ -37,14 +31,14 @@ for name in $names; do
     echo "$name: up to date (executed/$name.stamp), not executed again"
     continue
   fi
-  python scripts/chapter_stamps.py remove "$name"
-  jupytext --quiet --set-kernel python3 --to ipynb -o "executed/$name.ipynb" "chapters/$name.py"
+  if [ "$mode" != other ]; then python scripts/chapter_stamps.py remove "$name"; fi
+  jupytext --quiet --set-kernel python3 --to ipynb -o "$out/$name.ipynb" "chapters/$name.py"
   if [ "$mode" = prepare ]; then
-    papermill --prepare-only -p quick True "executed/$name.ipynb" "executed/$name.ipynb" >/dev/null 2>&1
+    papermill --prepare-only -p quick True "$out/$name.ipynb" "$out/$name.ipynb" >/dev/null 2>&1
   else
     start=$(date +%s)
-    papermill --cwd executed "${params[@]}" "executed/$name.ipynb" "executed/$name.ipynb"
-    python scripts/chapter_stamps.py write "$name" "${stamp_args[@]}"
-    echo "$name executed in $(( $(date +%s) - start )) s"
+    papermill --cwd "$out" "${params[@]}" "$out/$name.ipynb" "$out/$name.ipynb"
+    if [ "$mode" = execute ]; then python scripts/chapter_stamps.py write "$name" "${stamp_args[@]}"; fi
+    echo "$name${MODEL:+ on $MODEL} executed in $(( $(date +%s) - start )) s"
   fi
 done

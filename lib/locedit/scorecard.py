@@ -288,8 +288,7 @@ def readme_block(
             cells = ""
             for m in others:
                 other = _other_claim(others, m, name, c["claim"])
-                size = _size(others[m][name]) if other else ""
-                cells += f" {_mark(other['verdict'])} ({size}) |" if other else " not run |"
+                cells += f" {_mark(other['verdict'])} ({_size(others[m][name])}) |" if other else " not run |"
             out.append(f"| {title} | {claim} | {_mark(c['verdict'])} | {where} |{cells}")
     out += ["", README_END]
     return "\n".join(out)
